@@ -1,0 +1,3 @@
+"""accessd: offline-first door access controller."""
+
+__version__ = "0.1.0"

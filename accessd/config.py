@@ -1,0 +1,431 @@
+"""The one configuration schema of accessd: a TOML file validated at start.
+
+Every key is documented in `docs/configuration.md` and in `config/accessd.example.toml`. An
+invalid file raises `ConfigError` naming the file and the dotted key, so that the daemon and
+`accessd check-config` print the same single line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from accessd.errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/accessd/accessd.toml")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MIN_RELEASE_S = 3.0  # IEC 60839-11-1
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    id: str
+    door: str
+    name: str
+    timezone: str
+    secret_file: Path
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Opening hours for occasional members: [opens, closes) on `days`, minus `closures`."""
+
+    opens: time = time(9, 0)
+    closes: time = time(18, 0)
+    days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")
+    closures: tuple[date, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    name: str
+    type: str  # "serial" | "nfc" | "simulated"
+    direction: str = "entry"  # "entry" | "exit"
+    port: str = ""  # serial device, or nfcpy path such as "usb", "tty:AMA0:pn532"
+    baudrate: int = 9600
+    hold_off_s: float = 2.0
+    source: str = "stdin"  # simulated: "stdin" or a FIFO path
+
+
+@dataclass(frozen=True)
+class LockConfig:
+    type: str = "fail-secure"  # "fail-secure" strike or "fail-safe" magnetic lock
+    release_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class PinsConfig:
+    """BCM pin numbers; 0 disables an optional device."""
+
+    factory: str = "default"  # gpiozero pin factory: "default", "mock", "lgpio", ...
+    lock_relay: int = 17
+    relay_active_high: bool = True
+    door_contact: int = 27
+    door_contact_closed_is_low: bool = True
+    exit_button: int = 22
+    buzzer: int = 0
+    led_granted: int = 0
+    led_denied: int = 0
+
+
+@dataclass(frozen=True)
+class DoorConfig:
+    held_open_prealarm_s: float = 20.0
+    held_open_alarm_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    unknown_card_limit: int = 5
+    unknown_card_window_s: float = 30.0
+    lockout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class ClockConfig:
+    trust: str = "auto"  # "auto" (kernel/timesyncd sync state), "always", "never"
+    not_before: date = date(2026, 1, 1)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    dir: Path = Path("/var/lib/accessd")
+    retention_days: int = 90  # CNIL: movement logs three months at most
+    control_socket: Path = Path("/var/lib/accessd/control.sock")
+
+    @property
+    def rules_db(self) -> Path:
+        return self.dir / "rules.db"
+
+    @property
+    def journal_db(self) -> Path:
+        return self.dir / "journal.db"
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    topic_prefix: str = "accessd"
+    keepalive_s: int = 30
+    status_interval_s: float = 60.0
+    rules_public_key_file: Path | None = None
+    homeassistant_discovery: bool = False
+    homeassistant_prefix: str = "homeassistant"
+    homeassistant_allow_release: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    site: SiteConfig
+    schedule: ScheduleConfig
+    readers: tuple[ReaderConfig, ...]
+    lock: LockConfig
+    pins: PinsConfig
+    door: DoorConfig
+    security: SecurityConfig
+    clock: ClockConfig
+    storage: StorageConfig
+    mqtt: MqttConfig
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class _Section:
+    """Typed access to one table of the file, every error naming `section.key` and the file."""
+
+    def __init__(self, data: dict[str, Any], name: str, where: str) -> None:
+        self.data, self.name, self.where = data, name, where
+        self.used: set[str] = set()
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        dotted = f"{self.name}.{key}" if self.name else key
+        return ConfigError(f"{self.where}: {dotted}: {message}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and kind is not bool:
+            raise self.fail(key, f"expected {_kind_name(kind)}, got a boolean")
+        if not isinstance(value, kind):
+            raise self.fail(key, f"expected {_kind_name(kind)}, got {type(value).__name__}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(key, str, default)
+        if value not in choices:
+            raise self.fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def positive(self, key: str, default: float, minimum: float = 0.0) -> float:
+        value = self.get(key, float, default)
+        if value <= minimum:
+            raise self.fail(key, f"must be greater than {minimum:g}, got {value:g}")
+        return value
+
+    def path(self, key: str, default: Path | None, base: Path) -> Path | None:
+        value = self.get(key, str, None)
+        if value is None:
+            return default
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    def check_unknown(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _table(root: _Section, key: str) -> _Section:
+    value = root.get(key, dict, {})
+    return _Section(value, key, root.where)
+
+
+def _hhmm(section: _Section, key: str, default: time) -> time:
+    value = section.get(key, str, None)
+    if value is None:
+        return default
+    m = _HHMM_RE.match(value)
+    if not m:
+        raise section.fail(key, f"expected HH:MM, got {value!r}")
+    return time(int(m.group(1)), int(m.group(2)))
+
+
+def _parse(data: dict[str, Any], where: str, base: Path) -> Config:
+    root = _Section(data, "", where)
+
+    s = _table(root, "site")
+    site_id = s.get("id", str, "site")
+    door = s.get("door", str, "front")
+    for key, value in (("id", site_id), ("door", door)):
+        if not _ID_RE.match(value):
+            raise s.fail(key, f"use lower-case letters, digits, '-' or '_' (got {value!r})")
+    tzname = s.get("timezone", str, "Europe/Paris")
+    try:
+        ZoneInfo(tzname)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise s.fail("timezone", f"unknown time zone {tzname!r}") from None
+
+    st = _table(root, "storage")
+    storage_dir = st.path("dir", StorageConfig.dir, base) or StorageConfig.dir
+    storage = StorageConfig(
+        dir=storage_dir,
+        retention_days=int(st.positive("retention_days", 90)),
+        control_socket=st.path("control_socket", None, base) or storage_dir / "control.sock",
+    )
+    site = SiteConfig(
+        id=site_id,
+        door=door,
+        name=s.get("name", str, site_id),
+        timezone=tzname,
+        secret_file=s.path("secret_file", None, base) or storage.dir / "site.key",
+    )
+    s.check_unknown()
+    st.check_unknown()
+
+    sc = _table(root, "schedule")
+    opens = _hhmm(sc, "opens", time(9, 0))
+    closes = _hhmm(sc, "closes", time(18, 0))
+    if closes <= opens:
+        raise sc.fail("closes", f"must be after opens ({opens:%H:%M})")
+    days = sc.get("days", list, list(ScheduleConfig.days))
+    for d in days:
+        if d not in WEEKDAYS:
+            raise sc.fail("days", f"unknown day {d!r}; use {', '.join(WEEKDAYS)}")
+    closures = []
+    for c in sc.get("closures", list, []):
+        if isinstance(c, date):
+            closures.append(c)
+            continue
+        try:
+            closures.append(date.fromisoformat(str(c)))
+        except ValueError:
+            raise sc.fail("closures", f"expected dates as YYYY-MM-DD, got {c!r}") from None
+    schedule = ScheduleConfig(opens, closes, tuple(days), tuple(sorted(set(closures))))
+    sc.check_unknown()
+
+    readers = []
+    seen: set[str] = set()
+    raw_readers = root.get("readers", list, [])
+    if not raw_readers:
+        raise root.fail("readers", "configure at least one [[readers]] table")
+    for i, raw in enumerate(raw_readers):
+        if not isinstance(raw, dict):
+            raise root.fail(f"readers[{i}]", "expected a table ([[readers]])")
+        r = _Section(raw, f"readers[{i}]", where)
+        name = r.get("name", str, f"reader{i}")
+        if name in seen:
+            raise r.fail("name", f"duplicate reader name {name!r}")
+        seen.add(name)
+        rtype = r.choice("type", ("serial", "nfc", "simulated"), "serial")
+        port = r.get("port", str, "")
+        if rtype in ("serial", "nfc") and not port:
+            raise r.fail("port", f"a {rtype} reader needs a port")
+        readers.append(ReaderConfig(
+            name=name,
+            type=rtype,
+            direction=r.choice("direction", ("entry", "exit"), "entry"),
+            port=port,
+            baudrate=r.get("baudrate", int, 9600),
+            hold_off_s=r.positive("hold_off_s", 2.0, minimum=-1e-9),
+            source=r.get("source", str, "stdin"),
+        ))
+        r.check_unknown()
+
+    lk = _table(root, "lock")
+    lock = LockConfig(
+        type=lk.choice("type", ("fail-secure", "fail-safe"), "fail-secure"),
+        release_s=lk.get("release_s", float, 5.0),
+    )
+    if lock.release_s < MIN_RELEASE_S:
+        raise lk.fail("release_s", f"must be at least {MIN_RELEASE_S:g} s (IEC 60839-11-1)")
+    lk.check_unknown()
+
+    p = _table(root, "pins")
+    pin_values = {}
+    for key, default in (("lock_relay", 17), ("door_contact", 27), ("exit_button", 22),
+                         ("buzzer", 0), ("led_granted", 0), ("led_denied", 0)):
+        v = p.get(key, int, default)
+        if not 0 <= v <= 27:
+            raise p.fail(key, f"BCM pin must be 0..27 (0 disables), got {v}")
+        pin_values[key] = v
+    if pin_values["lock_relay"] == 0:
+        raise p.fail("lock_relay", "the lock relay pin is required")
+    used = [v for v in pin_values.values() if v]
+    if len(used) != len(set(used)):
+        raise p.fail("lock_relay", "two devices share one pin")
+    pins = PinsConfig(
+        factory=p.get("factory", str, "default"),
+        relay_active_high=p.get("relay_active_high", bool, True),
+        door_contact_closed_is_low=p.get("door_contact_closed_is_low", bool, True),
+        **pin_values,
+    )
+    p.check_unknown()
+
+    d = _table(root, "door")
+    door_cfg = DoorConfig(
+        held_open_prealarm_s=d.positive("held_open_prealarm_s", 20.0),
+        held_open_alarm_s=d.positive("held_open_alarm_s", 30.0),
+    )
+    if door_cfg.held_open_prealarm_s >= door_cfg.held_open_alarm_s:
+        raise d.fail("held_open_prealarm_s", "must be shorter than held_open_alarm_s")
+    d.check_unknown()
+
+    se = _table(root, "security")
+    security = SecurityConfig(
+        unknown_card_limit=se.get("unknown_card_limit", int, 5),
+        unknown_card_window_s=se.positive("unknown_card_window_s", 30.0),
+        lockout_s=se.positive("lockout_s", 60.0),
+    )
+    if security.unknown_card_limit < 1:
+        raise se.fail("unknown_card_limit", "must be at least 1")
+    se.check_unknown()
+
+    c = _table(root, "clock")
+    nb = c.get("not_before", (str, date), "2026-01-01")
+    try:
+        not_before = nb if isinstance(nb, date) else date.fromisoformat(nb)
+    except ValueError:
+        raise c.fail("not_before", f"expected YYYY-MM-DD, got {nb!r}") from None
+    clock = ClockConfig(trust=c.choice("trust", ("auto", "always", "never"), "auto"),
+                        not_before=not_before)
+    c.check_unknown()
+
+    m = _table(root, "mqtt")
+    mqtt = MqttConfig(
+        enabled=m.get("enabled", bool, False),
+        host=m.get("host", str, "127.0.0.1"),
+        port=m.get("port", int, 1883),
+        username=m.get("username", str, ""),
+        password_file=m.path("password_file", None, base),
+        tls=m.get("tls", bool, False),
+        ca_file=m.path("ca_file", None, base),
+        cert_file=m.path("cert_file", None, base),
+        key_file=m.path("key_file", None, base),
+        topic_prefix=m.get("topic_prefix", str, "accessd"),
+        keepalive_s=m.get("keepalive_s", int, 30),
+        status_interval_s=m.positive("status_interval_s", 60.0),
+        rules_public_key_file=m.path("rules_public_key_file", None, base),
+        homeassistant_discovery=m.get("homeassistant_discovery", bool, False),
+        homeassistant_prefix=m.get("homeassistant_prefix", str, "homeassistant"),
+        homeassistant_allow_release=m.get("homeassistant_allow_release", bool, False),
+    )
+    if not 1 <= mqtt.port <= 65535:
+        raise m.fail("port", f"must be 1..65535, got {mqtt.port}")
+    if "/" in mqtt.topic_prefix.strip("/") or not mqtt.topic_prefix or any(
+        ch in mqtt.topic_prefix for ch in "+#"
+    ):
+        raise m.fail("topic_prefix", "one topic level without '/', '+' or '#'")
+    m.check_unknown()
+
+    level = root.get("log_level", str, "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise root.fail("log_level", f"must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    root.check_unknown()
+
+    return Config(None, site, schedule, tuple(readers), lock, pins, door_cfg, security, clock,
+                  storage, mqtt, level)
+
+
+def parse_config(text: str, where: str = "<string>", base: Path | None = None) -> Config:
+    """Parse TOML text; relative paths resolve against `base` (the file's folder)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    return _parse(data, where, base or Path.cwd())
+
+
+def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """`--config` wins, then `ACCESSD_CONFIG`, then /etc/accessd/accessd.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("ACCESSD_CONFIG")
+    return Path(env) if env else DEFAULT_PATH
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    p = resolve_path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: configuration file not found "
+                          "(use --config PATH or ACCESSD_CONFIG)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
+    cfg = parse_config(text, str(p), p.resolve().parent)
+    return Config(p, cfg.site, cfg.schedule, cfg.readers, cfg.lock, cfg.pins, cfg.door,
+                  cfg.security, cfg.clock, cfg.storage, cfg.mqtt, cfg.log_level)
