@@ -1,0 +1,269 @@
+"""The local rule cache: members, their credentials, the schedule and the rule version.
+
+The daemon answers every tap from this file and nothing else, so the door works with no
+network. Writers (the host's CLI, the rule sync) change it in single transactions; the daemon
+reads each tap afresh through an indexed lookup, so an enrolment takes effect at once without
+a restart, and a rule snapshot is seen entirely or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from accessd.decision import Grant, Plan, Status
+from accessd.errors import DuplicateCredential, MemberNotFound, StoreError
+from accessd.events import format_ts, utcnow
+from accessd.schedule import Schedule
+from accessd.store.db import connect
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS members (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    plan TEXT NOT NULL CHECK (plan IN ('subscriber', 'occasional')),
+    status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'revoked')),
+    valid_from TEXT,
+    valid_until TEXT,
+    origin TEXT NOT NULL DEFAULT 'site' CHECK (origin IN ('site', 'central')),
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credentials (
+    hash TEXT PRIMARY KEY,
+    member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+    status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'revoked')),
+    technology TEXT,
+    origin TEXT NOT NULL DEFAULT 'site' CHECK (origin IN ('site', 'central')),
+    enrolled_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS credentials_member ON credentials(member_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_LOOKUP = """
+SELECT c.status, m.id, m.name, m.plan, m.status, m.valid_from, m.valid_until
+FROM credentials c JOIN members m ON m.id = c.member_id WHERE c.hash = ?
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: str
+    name: str
+    plan: Plan
+    status: Status
+    valid_from: date | None
+    valid_until: date | None
+    origin: str
+    updated_at: str
+    credentials: tuple[dict[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "plan": str(self.plan), "status": str(self.status),
+            "valid_from": self.valid_from.isoformat() if self.valid_from else None,
+            "valid_until": self.valid_until.isoformat() if self.valid_until else None,
+            "origin": self.origin, "updated_at": self.updated_at,
+            "credentials": list(self.credentials),
+        }
+
+
+def _date(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text else None
+
+
+def new_member_id() -> str:
+    return "m-" + secrets.token_hex(5)
+
+
+class RuleCache:
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+        self.path = path
+        self.db = connect(path, readonly=readonly)
+        if not readonly:
+            self.db.conn.executescript(SCHEMA)
+        self._lookup_conn = self.db.conn
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic change: all of it reaches the disk or none of it does."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- the hot path -------------------------------------------------------------------
+    def lookup(self, credential_hash: str) -> Grant | None:
+        row = self._lookup_conn.execute(_LOOKUP, (credential_hash,)).fetchone()
+        if row is None:
+            return None
+        cstatus, mid, name, plan, mstatus, vfrom, vuntil = row
+        return Grant(Status(cstatus), mid, name, Plan(plan), Status(mstatus),
+                     _date(vfrom), _date(vuntil))
+
+    # -- meta ---------------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, conn: sqlite3.Connection, key: str, value: str) -> None:
+        conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    @property
+    def version(self) -> int:
+        return int(self.get_meta("rule_version", "0") or 0)
+
+    def schedule(self) -> Schedule | None:
+        """The schedule published by the central office, if any (else the config's)."""
+        raw = self.get_meta("schedule")
+        return Schedule.from_dict(json.loads(raw)) if raw else None
+
+    # -- the host's changes -------------------------------------------------------------
+    def enroll(self, *, name: str, plan: Plan, credential_hash: str | None,
+               valid_from: date | None = None, valid_until: date | None = None,
+               member_id: str | None = None, technology: str | None = None,
+               origin: str = "site") -> Member:
+        """Create a member (or add a card to an existing one) in one transaction."""
+        if valid_from and valid_until and valid_until < valid_from:
+            raise ValueError("the validity ends before it starts")
+        now = format_ts(utcnow())
+        with self.transaction() as conn:
+            if credential_hash is not None:
+                taken = conn.execute("SELECT member_id FROM credentials WHERE hash = ?",
+                                     (credential_hash,)).fetchone()
+                if taken:
+                    raise DuplicateCredential(f"this card is already enrolled to {taken[0]}")
+            if member_id and conn.execute("SELECT 1 FROM members WHERE id = ?",
+                                          (member_id,)).fetchone():
+                conn.execute("UPDATE members SET name = ?, plan = ?, valid_from = ?, "
+                             "valid_until = ?, updated_at = ? WHERE id = ?",
+                             (name, str(plan), _iso(valid_from), _iso(valid_until), now,
+                              member_id))
+            else:
+                member_id = member_id or new_member_id()
+                conn.execute(
+                    "INSERT INTO members (id, name, plan, status, valid_from, valid_until, "
+                    "origin, updated_at) VALUES (?, ?, ?, 'active', ?, ?, ?, ?)",
+                    (member_id, name, str(plan), _iso(valid_from), _iso(valid_until), origin,
+                     now))
+            if credential_hash is not None:
+                conn.execute(
+                    "INSERT INTO credentials (hash, member_id, status, technology, origin, "
+                    "enrolled_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?)",
+                    (credential_hash, member_id, technology, origin, now, now))
+        return self.member(member_id)
+
+    def set_member_status(self, member_id: str, status: Status) -> Member:
+        with self.transaction() as conn:
+            cur = conn.execute("UPDATE members SET status = ?, updated_at = ? WHERE id = ?",
+                               (str(status), format_ts(utcnow()), member_id))
+            if cur.rowcount == 0:
+                raise MemberNotFound(f"no member {member_id!r}")
+        return self.member(member_id)
+
+    def revoke_credential(self, credential_hash_prefix: str) -> Member:
+        """Revoke one card, named by its (short) keyed hash."""
+        with self.transaction() as conn:
+            rows = conn.execute("SELECT hash, member_id FROM credentials WHERE hash LIKE ?",
+                                (credential_hash_prefix.lower() + "%",)).fetchall()
+            if not rows:
+                raise MemberNotFound(f"no credential {credential_hash_prefix!r}")
+            if len(rows) > 1:
+                raise MemberNotFound(f"{credential_hash_prefix!r} matches several credentials")
+            conn.execute("UPDATE credentials SET status = 'revoked', updated_at = ? "
+                         "WHERE hash = ?", (format_ts(utcnow()), rows[0][0]))
+        return self.member(rows[0][1])
+
+    # -- reading ------------------------------------------------------------------------
+    def member(self, member_id: str) -> Member:
+        row = self.db.conn.execute(
+            "SELECT id, name, plan, status, valid_from, valid_until, origin, updated_at "
+            "FROM members WHERE id = ?", (member_id,)).fetchone()
+        if row is None:
+            raise MemberNotFound(f"no member {member_id!r}")
+        creds = tuple(
+            {"credential": h[:12], "status": s, "technology": t, "origin": o,
+             "enrolled_at": e}
+            for h, s, t, o, e in self.db.conn.execute(
+                "SELECT hash, status, technology, origin, enrolled_at FROM credentials "
+                "WHERE member_id = ? ORDER BY enrolled_at", (member_id,)))
+        return _member(row, creds)
+
+    def find_by_credential(self, credential_hash: str) -> Member | None:
+        row = self.db.conn.execute("SELECT member_id FROM credentials WHERE hash = ?",
+                                   (credential_hash,)).fetchone()
+        return self.member(row[0]) if row else None
+
+    def members(self, *, plan: str | None = None, status: str | None = None,
+                search: str | None = None) -> list[Member]:
+        where, args = [], []
+        if plan:
+            where.append("plan = ?")
+            args.append(plan)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if search:
+            where.append("(name LIKE ? OR id LIKE ?)")
+            args += [f"%{search}%", f"%{search}%"]
+        sql = ("SELECT id, name, plan, status, valid_from, valid_until, origin, updated_at "
+               "FROM members" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY name COLLATE NOCASE")
+        return [_member(r, ()) for r in self.db.conn.execute(sql, args)]
+
+    def counts(self) -> dict[str, int]:
+        c = self.db.conn
+        return {"members": c.execute("SELECT count(*) FROM members").fetchone()[0],
+                "credentials": c.execute("SELECT count(*) FROM credentials").fetchone()[0]}
+
+    # -- bulk (rule sync, benchmarks) ---------------------------------------------------
+    def bulk_load(self, conn: sqlite3.Connection, members: Iterable[dict[str, Any]],
+                  credentials: Iterable[dict[str, Any]]) -> None:
+        """Insert or replace many rows inside a caller's transaction."""
+        now = format_ts(utcnow())
+        conn.executemany(
+            "INSERT OR REPLACE INTO members (id, name, plan, status, valid_from, valid_until, "
+            "origin, updated_at) VALUES (:id, :name, :plan, :status, :valid_from, "
+            ":valid_until, :origin, :updated_at)",
+            ({"valid_from": None, "valid_until": None, "origin": "central",
+              "updated_at": now, "status": "active", **m} for m in members))
+        conn.executemany(
+            "INSERT OR REPLACE INTO credentials (hash, member_id, status, technology, origin, "
+            "enrolled_at, updated_at) VALUES (:hash, :member_id, :status, :technology, "
+            ":origin, :enrolled_at, :updated_at)",
+            ({"technology": None, "origin": "central", "enrolled_at": now,
+              "updated_at": now, "status": "active", **c} for c in credentials))
+
+
+def _iso(d: date | None) -> str | None:
+    return d.isoformat() if d else None
+
+
+def _member(row: tuple[Any, ...], creds: tuple[dict[str, Any], ...]) -> Member:
+    mid, name, plan, status, vfrom, vuntil, origin, updated = row
+    try:
+        return Member(mid, name, Plan(plan), Status(status), _date(vfrom), _date(vuntil),
+                      origin, updated, creds)
+    except ValueError as exc:
+        raise StoreError(f"member {mid!r}: corrupt row: {exc}") from exc
+
+
+def open_rules(path: Path | str, *, readonly: bool = False) -> RuleCache:
+    return RuleCache(path, readonly=readonly)
+
