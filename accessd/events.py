@@ -29,7 +29,6 @@ class EventType(StrEnum):
     READER_OFFLINE = "reader.offline"
     READER_LOCKOUT = "alarm.reader_lockout"
     JOURNAL_UNAVAILABLE = "alarm.journal_unavailable"
-    JOURNAL_RECOVERED = "journal.recovered"
     MEMBER_ENROLLED = "member.enrolled"
     MEMBER_UPDATED = "member.updated"
     CREDENTIAL_REVOKED = "credential.revoked"

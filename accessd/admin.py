@@ -1,0 +1,94 @@
+"""What the host does to the rule cache, each change journalled so the central office learns it.
+
+The CLI is a thin layer over this: each function changes the rule cache in one transaction and
+then journals the change (`member.enrolled`, `member.updated`, `credential.revoked`) with the
+member's record and the credential's keyed hash, never the card number. The running daemon
+reads the rule cache afresh on each tap, so a change takes effect at the next card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from accessd.config import Config
+from accessd.credentials import CredentialHasher, load_or_create_site_secret, short
+from accessd.decision import Plan, Status
+from accessd.events import Event, EventType
+from accessd.store.journal import Journal
+from accessd.store.rules import Member, RuleCache
+
+
+@dataclass
+class Site:
+    """The stores and key of one door, opened for an administrative command."""
+
+    config: Config
+    rules: RuleCache
+    journal: Journal
+    hasher: CredentialHasher
+
+    @classmethod
+    def open(cls, config: Config) -> Site:
+        key = load_or_create_site_secret(config.site.secret_file)
+        return cls(config, RuleCache(config.storage.rules_db),
+                   Journal(config.storage.journal_db, config.site.id, config.site.door),
+                   CredentialHasher(key))
+
+    def close(self) -> None:
+        self.rules.close()
+        self.journal.close()
+
+    def __enter__(self) -> Site:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _member_detail(member: Member) -> dict[str, Any]:
+    d = member.to_dict()
+    d.pop("credentials")
+    return d
+
+
+def enroll(site: Site, *, name: str, plan: Plan, uid: str | None = None,
+           credential_hash: str | None = None, technology: str | None = None,
+           valid_from: date | None = None, valid_until: date | None = None,
+           member_id: str | None = None, operator: str = "host") -> Member:
+    """Enrol a new member, or a new card for an existing member (`member_id`)."""
+    if uid is not None:
+        credential_hash = site.hasher(uid)
+    member = site.rules.enroll(name=name, plan=plan, credential_hash=credential_hash,
+                               valid_from=valid_from, valid_until=valid_until,
+                               member_id=member_id, technology=technology)
+    site.journal.append(Event(
+        type=EventType.MEMBER_ENROLLED, member_id=member.id, member_name=member.name,
+        plan=str(member.plan), credential=short(credential_hash) if credential_hash else None,
+        detail={"member": _member_detail(member), "credential_hash": credential_hash,
+                "technology": technology, "operator": operator}))
+    return member
+
+
+def set_status(site: Site, member_id: str, status: Status, operator: str = "host") -> Member:
+    member = site.rules.set_member_status(member_id, status)
+    site.journal.append(Event(
+        type=EventType.MEMBER_UPDATED, member_id=member.id, member_name=member.name,
+        plan=str(member.plan), reason=str(status),
+        detail={"member": _member_detail(member), "operator": operator}))
+    return member
+
+
+def revoke_card(site: Site, *, uid: str | None = None, credential: str | None = None,
+                operator: str = "host") -> Member:
+    """Revoke one card, named by its number or by the short hash `list`/`show` print."""
+    prefix = site.hasher(uid) if uid is not None else (credential or "")
+    member = site.rules.revoke_credential(prefix)
+    full = next(c for c in site.rules.db.conn.execute(
+        "SELECT hash FROM credentials WHERE hash LIKE ?", (prefix.lower() + "%",)))[0]
+    site.journal.append(Event(
+        type=EventType.CREDENTIAL_REVOKED, member_id=member.id, member_name=member.name,
+        plan=str(member.plan), credential=short(full), reason="revoked",
+        detail={"credential_hash": full, "operator": operator}))
+    return member

@@ -1,0 +1,193 @@
+"""The handlers behind each `accessd` command; each returns the process exit status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from accessd.admin import Site, enroll, revoke_card, set_status
+from accessd.cli.main import print_json
+from accessd.config import Config, load_config
+from accessd.decision import Plan, Status
+from accessd.errors import AccessdError, ControlError
+from accessd.readers.uid import normalise_uid
+from accessd.store.journal import LogFilter
+from accessd.store.rules import Member
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from accessd.daemon.service import run
+
+    return run(_config(args))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from accessd.daemon.service import check_secrets
+
+    check_secrets(cfg)
+    readers = ", ".join(f"{r.name} ({r.type}, {r.direction})" for r in cfg.readers)
+    print(f"{cfg.path}: ok — site {cfg.site.id}, door {cfg.site.door}, "
+          f"{cfg.site.timezone}, readers: {readers}, lock {cfg.lock.type} "
+          f"{cfg.lock.release_s:g} s, mqtt {'on' if cfg.mqtt.enabled else 'off'}")
+    return 0
+
+
+def _print_member(m: Member, as_json: bool) -> None:
+    if as_json:
+        print_json(m.to_dict())
+        return
+    validity = f"{m.valid_from or '…'} → {m.valid_until or '…'}"
+    print(f"{m.id}  {m.name}\n  plan: {m.plan}  status: {m.status}  valid: {validity}  "
+          f"origin: {m.origin}")
+    for c in m.credentials:
+        print(f"  card {c['credential']}  {c['status']}  {c['technology'] or ''}  "
+              f"enrolled {c['enrolled_at']}")
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    uid = technology = credential_hash = None
+    if args.card:
+        uid, technology = normalise_uid(args.card), "typed"
+    elif args.present:
+        from accessd.daemon.control import call
+
+        print(f"Present the card on {'reader ' + args.reader if args.reader else 'the reader'}"
+              f" (waiting {args.timeout:g} s)…", file=sys.stderr)
+        reply = call(cfg.storage.control_socket,
+                     {"op": "capture", "reader": args.reader, "timeout": args.timeout},
+                     timeout=args.timeout + 5)
+        if not reply.get("credential_hash"):
+            raise ControlError("no card was presented in time")
+        credential_hash, technology = reply["credential_hash"], reply.get("technology")
+    with Site.open(cfg) as site:
+        member = enroll(site, name=args.name, plan=Plan(args.plan), uid=uid,
+                        credential_hash=credential_hash,
+                        technology=technology, valid_from=args.valid_from,
+                        valid_until=args.valid_until, member_id=args.member,
+                        operator=args.operator)
+    if not args.json:
+        print("enrolled:", file=sys.stderr)
+    _print_member(member, args.json)
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    with Site.open(_config(args)) as site:
+        if args.member:
+            member = set_status(site, args.member, Status.REVOKED, args.operator)
+            print(f"revoked member {member.id} ({member.name}): all cards refused")
+        else:
+            uid = normalise_uid(args.card) if args.card else None
+            member = revoke_card(site, uid=uid, credential=args.credential,
+                                 operator=args.operator)
+            print(f"revoked one card of {member.id} ({member.name})")
+    return 0
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    with Site.open(_config(args)) as site:
+        m = set_status(site, args.member, Status.SUSPENDED, args.operator)
+    print(f"suspended {m.id} ({m.name})")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    with Site.open(_config(args)) as site:
+        m = set_status(site, args.member, Status.ACTIVE, args.operator)
+    print(f"resumed {m.id} ({m.name})")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with Site.open(_config(args)) as site:
+        members = site.rules.members(plan=args.plan, status=args.status, search=args.search)
+    if args.json:
+        for m in members:
+            print_json(m.to_dict())
+        return 0
+    if not members:
+        print("no members", file=sys.stderr)
+        return 0
+    print(f"{'ID':<14} {'NAME':<28} {'PLAN':<11} {'STATUS':<10} VALID UNTIL")
+    for m in members:
+        print(f"{m.id:<14} {m.name[:28]:<28} {m.plan!s:<11} {m.status!s:<10} "
+              f"{m.valid_until or '-'}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with Site.open(_config(args)) as site:
+        if args.card:
+            found = site.rules.find_by_credential(site.hasher(normalise_uid(args.card)))
+            if found is None:
+                raise AccessdError("this card is not enrolled")
+            member = found
+        else:
+            member = site.rules.member(args.member)
+    _print_member(member, args.json)
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    with Site.open(cfg) as site:
+        entries = site.journal.query(LogFilter(
+            member=args.member, door=args.door, result=args.result, type=args.type,
+            since=args.since, until=args.until, limit=args.limit))
+    tz = cfg.site.tz
+    for e in entries:
+        if args.json:
+            print_json(e.to_dict())
+            continue
+        ev = e.event
+        who = ev.member_name or (f"card {ev.credential}" if ev.credential else "")
+        what = " ".join(x for x in (ev.result, ev.reason) if x)
+        mark = "" if ev.clock_trusted else "  [clock untrusted]"
+        print(f"{e.seq:>7}  {ev.ts.astimezone(tz):%Y-%m-%d %H:%M:%S}  {ev.type!s:<24} "
+              f"{ev.reader or '':<8} {who:<24} {what}{mark}")
+    return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    from accessd.daemon.control import call
+
+    cfg = _config(args)
+    reply = call(cfg.storage.control_socket,
+                 {"op": "open", "operator": args.operator, "seconds": args.seconds})
+    print(f"door released for {reply['seconds']:g} s (journalled as {args.operator})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from accessd.daemon.control import call
+
+    cfg = _config(args)
+    try:
+        status: dict[str, Any] = call(cfg.storage.control_socket, {"op": "status"})
+        status.pop("ok", None)
+        status["daemon"] = "running"
+    except ControlError as exc:
+        with Site.open(cfg) as site:
+            status = {"daemon": f"not running ({exc})", "rule_version": site.rules.version,
+                      **site.rules.counts(),
+                      "journal": {"last_seq": site.journal.last_seq,
+                                  "acked_seq": site.journal.acked_seq,
+                                  "depth": site.journal.depth()}}
+    if args.json:
+        print_json(status)
+        return 0 if status["daemon"] == "running" else 3
+    for key, value in status.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k}: {v}")
+        else:
+            print(f"{key}: {value}")
+    return 0 if status["daemon"] == "running" else 3

@@ -1,0 +1,168 @@
+"""`accessd`: the host's command line, and the way the daemon is started.
+
+Each command builds the library objects, calls them, and turns library errors into one clear
+line on stderr and a non-zero exit status. Every command and option is listed in docs/cli.md
+(a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from accessd import __version__
+from accessd.errors import AccessdError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _when(text: str) -> datetime:
+    """An instant: an ISO date/time (site-local when naive is not known here: UTC) or '7d'."""
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected YYYY-MM-DD[THH:MM[:SS]][+HH:MM] or an age such as 2h, 7d; got {text!r}"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="accessd",
+        description="Offline-first door access controller: the daemon and the host's tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"accessd {__version__}")
+    parser.add_argument("--config", metavar="PATH",
+                        help="configuration file (default: $ACCESSD_CONFIG or "
+                             "/etc/accessd/accessd.toml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help: str, handler: Callable[[argparse.Namespace], int]
+            ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    from accessd.cli import commands as c
+
+    add("run", "Run the door daemon in the foreground (what systemd starts).", c.cmd_run)
+    add("check-config", "Validate the configuration file and exit; prints the problem if any.",
+        c.cmd_check_config)
+
+    p = add("enroll", "Enrol a member's card: present it on the reader or type its number.",
+            c.cmd_enroll)
+    p.add_argument("--name", required=True, help="member's display name")
+    p.add_argument("--plan", required=True, choices=["subscriber", "occasional"],
+                   help="subscriber: 24/7; occasional: opening hours only")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--card", metavar="NUMBER",
+                     help="card UID in hex (e.g. 0A1B2C3D4E); kept only as a keyed hash")
+    src.add_argument("--present", action="store_true",
+                     help="take the next card presented on the door reader (daemon running)")
+    src.add_argument("--no-card", action="store_true",
+                     help="create the member without a card (add one later with --member)")
+    p.add_argument("--reader", help="with --present: the reader to listen on (default: any)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="with --present: seconds to wait for the card (default 30)")
+    p.add_argument("--from", dest="valid_from", type=_date, metavar="DATE",
+                   help="first valid day, YYYY-MM-DD (site time)")
+    p.add_argument("--until", dest="valid_until", type=_date, metavar="DATE",
+                   help="last valid day, inclusive, YYYY-MM-DD (site time)")
+    p.add_argument("--member", metavar="ID", help="add the card to this existing member")
+    p.add_argument("--operator", default=os.environ.get("SUDO_USER") or os.environ.get("USER")
+                   or "host", help="who does this (journalled)")
+    p.add_argument("--json", action="store_true", help="print the member as JSON")
+
+    p = add("revoke", "Revoke a member (all cards) or one card, for good.", c.cmd_revoke)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("member", nargs="?", help="member id")
+    target.add_argument("--card", metavar="NUMBER", help="revoke the card with this UID")
+    target.add_argument("--credential", metavar="HASH",
+                        help="revoke the card with this short hash (from 'show')")
+    p.add_argument("--operator", default=os.environ.get("USER") or "host",
+                   help="who does this (journalled)")
+
+    for name, verb in (("suspend", "Suspend a member: cards refused until 'resume'."),
+                       ("resume", "Resume a suspended member.")):
+        p = add(name, verb, c.cmd_suspend if name == "suspend" else c.cmd_resume)
+        p.add_argument("member", help="member id")
+        p.add_argument("--operator", default=os.environ.get("USER") or "host",
+                       help="who does this (journalled)")
+
+    p = add("list", "List members.", c.cmd_list)
+    p.add_argument("--plan", choices=["subscriber", "occasional"], help="only this plan")
+    p.add_argument("--status", choices=["active", "suspended", "revoked"],
+                   help="only this status")
+    p.add_argument("--search", metavar="TEXT", help="name or id contains TEXT")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+    p = add("show", "Show one member and their cards.", c.cmd_show)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("member", nargs="?", help="member id")
+    who.add_argument("--card", metavar="NUMBER", help="the member holding this card")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("log", "Show the journal: entries, denials, door events.", c.cmd_log)
+    p.add_argument("--member", help="member id or part of the name")
+    p.add_argument("--door", help="door id")
+    p.add_argument("--result", choices=["granted", "denied"], help="only this result")
+    p.add_argument("--type", help="event type, '*' as wildcard (e.g. 'door.*')")
+    p.add_argument("--since", type=_when, help="from this instant or age (e.g. 2026-11-01, 24h)")
+    p.add_argument("--until", type=_when, help="before this instant or age")
+    p.add_argument("--limit", type=int, default=50, help="at most N entries (default 50)")
+    p.add_argument("--json", action="store_true", help="JSON lines")
+
+    p = add("open", "Release the door now (manual release, journalled with your name).",
+            c.cmd_open)
+    p.add_argument("--operator", required=True, help="your name, recorded in the journal")
+    p.add_argument("--seconds", type=float, help="release time (default: [lock] release_s)")
+
+    p = add("status", "Show readers, lock, door, clock trust, journal depth, rule version.",
+            c.cmd_status)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    try:
+        from accessd.central import cli as central_cli
+    except ImportError:
+        central_cli = None  # type: ignore[assignment]
+    if central_cli is not None and hasattr(central_cli, "register"):
+        central_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or EXIT_OK)
+    except AccessdError as exc:
+        print(f"accessd: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, default=str, ensure_ascii=False, sort_keys=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The running daemon: the door controller, its service loop and its control socket."""

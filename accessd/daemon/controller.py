@@ -1,0 +1,310 @@
+"""The door controller: a card presentation in, a lock pulse and a journal entry out.
+
+Everything that reaches the door (card reads, the exit button, the door contact, manual and
+remote releases) goes through here, one at a time under a lock, so the decision, the relay and
+the journal see one consistent order. The lock is released *before* the journal commit so the
+member never waits on the SD card; the commit follows at once in the same call.
+
+If the journal cannot be written (disk full, read-only), the door keeps deciding from the
+cache: events wait in a bounded memory buffer, an alarm is raised, and recording resumes with
+the buffered events, in order, as soon as the disk accepts writes again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from accessd.clock import ClockTrust
+from accessd.credentials import CredentialHasher, short
+from accessd.decision import Decision, Reason, decide
+from accessd.errors import JournalFullError, StoreError
+from accessd.events import Event, EventType, JournalEntry, format_ts, utcnow
+from accessd.guard import UnknownCardGuard
+from accessd.readers.base import CardRead, ReaderStatus
+from accessd.schedule import Schedule
+from accessd.store.journal import Journal
+from accessd.store.rules import RuleCache
+
+log = logging.getLogger(__name__)
+
+PENDING_LIMIT = 100_000  # events kept in memory while the journal cannot be written
+
+
+class LockPort(Protocol):
+    @property
+    def released(self) -> bool: ...
+
+    def release(self, seconds: float | None = None) -> None: ...
+
+    def lock(self) -> None: ...
+
+
+class FeedbackPort(Protocol):
+    def granted(self) -> None: ...
+
+    def denied(self) -> None: ...
+
+    def alarm(self, on: bool) -> None: ...
+
+
+class DoorPort(Protocol):
+    """The pure door state machine (accessd.door.monitor.DoorStateMachine)."""
+
+    def access_granted(self, now: float, window_s: float) -> None: ...
+
+    def exit_requested(self, now: float, window_s: float) -> None: ...
+
+
+@dataclass
+class Capture:
+    """A pending request from `accessd enroll` to take the next card on a reader."""
+
+    reader: str | None
+    done: threading.Event = field(default_factory=threading.Event)
+    read: CardRead | None = None
+
+
+@dataclass
+class Counters:
+    granted: int = 0
+    denied: int = 0
+    journal_errors: int = 0
+
+
+class DoorController:
+    def __init__(
+        self,
+        *,
+        site: str,
+        door: str,
+        rules: RuleCache,
+        journal: Journal,
+        hasher: CredentialHasher,
+        clock: ClockTrust,
+        schedule: Schedule,
+        lock: LockPort,
+        release_s: float,
+        guard_factory: Callable[[], UnknownCardGuard],
+        door_monitor: Any | None = None,
+        feedback: FeedbackPort | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.site, self.door = site, door
+        self.rules, self.journal, self.hasher, self.clock = rules, journal, hasher, clock
+        self.config_schedule = schedule
+        self.lock_port, self.release_s = lock, release_s
+        self.door_monitor, self.feedback = door_monitor, feedback
+        self.monotonic, self.wallclock = monotonic, wallclock
+        self._guard_factory = guard_factory
+        self._guards: dict[str, UnknownCardGuard] = {}
+        self._mutex = threading.RLock()
+        self._pending: deque[Event] = deque()
+        self._journal_down_since: datetime | None = None
+        self._captures: list[Capture] = []
+        self.readers: dict[str, ReaderStatus] = {}
+        self.counters = Counters()
+        self.listeners: list[Callable[[JournalEntry], None]] = []
+        self.last_trusted: datetime | None = journal.latest_ts()
+        self.last_decision: dict[str, Any] | None = None
+        self._schedule_cache: tuple[int, Schedule] | None = None
+
+    # -- card presentations -------------------------------------------------------------
+    def on_card(self, read: CardRead) -> Decision | None:
+        """Decide, release if granted, then journal. Returns None when enrolment took it."""
+        with self._mutex:
+            if self._take_for_capture(read):
+                return None
+            mono = self.monotonic()
+            guard = self._guards.get(read.reader)
+            if guard is None:
+                guard = self._guards[read.reader] = self._guard_factory()
+            now = self.wallclock()
+            trusted = self.clock.trusted(now)
+            if trusted:
+                self.last_trusted = now
+            locked_out = guard.locked_out(mono)
+            credential = None if locked_out else self.hasher(read.uid)
+            record = None if credential is None else self.rules.lookup(credential)
+            decision = decide(
+                record,
+                now=now if trusted else self.last_trusted,
+                clock_trusted=trusted,
+                schedule=self.schedule(),
+                direction=read.direction,
+                locked_out=locked_out,
+            )
+            if decision.granted:
+                self.lock_port.release(self.release_s)
+                if self.door_monitor is not None:
+                    self.door_monitor.access_granted(mono, self.release_s)
+            events = [Event(
+                type=EventType.ACCESS_GRANTED if decision.granted else EventType.ACCESS_DENIED,
+                ts=now, reader=read.reader, member_id=decision.member_id,
+                member_name=decision.member_name,
+                plan=str(decision.plan) if decision.plan else None,
+                result="granted" if decision.granted else "denied",
+                reason=str(decision.reason),
+                credential=short(credential) if credential else None,
+                clock_trusted=trusted,
+                detail={"direction": read.direction, "technology": read.technology},
+            )]
+            if decision.reason is Reason.UNKNOWN_CREDENTIAL and guard.record_unknown(mono):
+                events.append(Event(
+                    type=EventType.READER_LOCKOUT, ts=now, reader=read.reader,
+                    reason="unknown_card_burst", clock_trusted=trusted,
+                    detail={"lockout_s": guard.lockout_s, "limit": guard.limit,
+                            "window_s": guard.window_s}))
+                log.warning("reader %s locked out for %.0f s after a burst of unknown cards",
+                            read.reader, guard.lockout_s)
+                if self.feedback:
+                    self.feedback.alarm(True)
+            if decision.granted:
+                self.counters.granted += 1
+            else:
+                self.counters.denied += 1
+            self.last_decision = {"ts": now, "reader": read.reader,
+                                  "result": events[0].result, "reason": events[0].reason,
+                                  "member_name": decision.member_name}
+            self.record(*events)
+        if self.feedback:
+            (self.feedback.granted if decision.granted else self.feedback.denied)()
+        log.info("access %s: %s (reader %s%s)", "granted" if decision.granted else "denied",
+                 decision.reason, read.reader,
+                 f", member {decision.member_id}" if decision.member_id else "")
+        return decision
+
+    def schedule(self) -> Schedule:
+        """The central office's schedule if it published one, else the configuration's."""
+        version = self.rules.version
+        if self._schedule_cache is None or self._schedule_cache[0] != version:
+            self._schedule_cache = (version, self.rules.schedule() or self.config_schedule)
+        return self._schedule_cache[1]
+
+    # -- enrolment by presenting a card -------------------------------------------------
+    def capture_next(self, reader: str | None, timeout: float) -> CardRead | None:
+        """Divert the next card presented (on `reader`, or any) to the caller: no decision."""
+        cap = Capture(reader)
+        with self._mutex:
+            self._captures.append(cap)
+        try:
+            cap.done.wait(timeout)
+        finally:
+            with self._mutex:
+                if cap in self._captures:
+                    self._captures.remove(cap)
+        return cap.read
+
+    def _take_for_capture(self, read: CardRead) -> bool:
+        for cap in self._captures:
+            if cap.reader in (None, read.reader):
+                cap.read = read
+                self._captures.remove(cap)
+                cap.done.set()
+                return True
+        return False
+
+    # -- door, exit, releases -------------------------------------------------------------
+    def on_exit_request(self, source: str = "exit_button") -> None:
+        with self._mutex:
+            self.lock_port.release(self.release_s)
+            if self.door_monitor is not None:
+                self.door_monitor.exit_requested(self.monotonic(), self.release_s)
+            self.record(self._event(EventType.EXIT_REQUEST, reader=source, result="granted",
+                                    reason="exit_request"))
+
+    def manual_release(self, operator: str, seconds: float | None = None, *,
+                       remote: bool = False) -> None:
+        """Release on a person's order (CLI `open` or a signed remote command), logged."""
+        seconds = max(seconds or self.release_s, 3.0)
+        with self._mutex:
+            self.lock_port.release(seconds)
+            if self.door_monitor is not None:
+                self.door_monitor.manual_release(self.monotonic(), seconds)
+            etype = EventType.REMOTE_RELEASE if remote else EventType.MANUAL_RELEASE
+            self.record(self._event(etype, result="granted", reason="operator",
+                                    detail={"operator": operator, "seconds": seconds}))
+
+    def on_reader_status(self, status: ReaderStatus) -> None:
+        with self._mutex:
+            previous = self.readers.get(status.reader)
+            self.readers[status.reader] = status
+            if previous is not None and previous.online == status.online:
+                return
+            if previous is None and status.online:
+                return  # first sighting of a healthy reader is not news
+            etype = EventType.READER_ONLINE if status.online else EventType.READER_OFFLINE
+            self.record(self._event(etype, reader=status.reader,
+                                    detail={"detail": status.detail}))
+
+    def record_door_events(self, events: list[Event]) -> None:
+        with self._mutex:
+            self.record(*events)
+
+    def _event(self, etype: EventType, **kw: Any) -> Event:
+        now = self.wallclock()
+        return Event(type=etype, ts=now, clock_trusted=self.clock.trusted(now), **kw)
+
+    def event(self, etype: EventType, **kw: Any) -> Event:
+        return self._event(etype, **kw)
+
+    # -- the journal ----------------------------------------------------------------------
+    def record(self, *events: Event) -> None:
+        """Journal events durably, or hold them in order until the journal is writable."""
+        with self._mutex:
+            if len(self._pending) + len(events) > PENDING_LIMIT:
+                log.error("journal unavailable and %d events waiting: dropping the oldest",
+                          len(self._pending))
+            self._pending.extend(events)
+            while len(self._pending) > PENDING_LIMIT:
+                self._pending.popleft()
+            self.flush()
+
+    def flush(self) -> bool:
+        """Try to write waiting events; True when nothing is left waiting."""
+        with self._mutex:
+            if not self._pending:
+                return True
+            batch = list(self._pending)
+            if self._journal_down_since is not None:
+                batch.insert(0, Event(
+                    type=EventType.JOURNAL_UNAVAILABLE, ts=self.wallclock(),
+                    reason="write_failed",
+                    detail={"down_since": format_ts(self._journal_down_since),
+                            "events_held": len(self._pending)}))
+            try:
+                entries = self.journal.append_many(batch)
+            except (JournalFullError, StoreError) as exc:
+                self.counters.journal_errors += 1
+                if self._journal_down_since is None:
+                    self._journal_down_since = self.wallclock()
+                    log.warning("journal unavailable, holding events in memory: %s", exc)
+                    if self.feedback:
+                        self.feedback.alarm(True)
+                return False
+            self._pending.clear()
+            if self._journal_down_since is not None:
+                log.warning("journal writable again; %d held events recorded", len(batch) - 1)
+                self._journal_down_since = None
+            for entry in entries:
+                for listener in self.listeners:
+                    try:
+                        listener(entry)
+                    except Exception:
+                        log.exception("journal listener failed")
+            return True
+
+    @property
+    def journal_ok(self) -> bool:
+        return self._journal_down_since is None
+
+    @property
+    def pending_events(self) -> int:
+        return len(self._pending)

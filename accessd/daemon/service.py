@@ -1,0 +1,285 @@
+"""`accessd run`: build the door from its configuration, run it, and always end locked.
+
+The lock relay is the first thing built (driven locked from its first pin write) and the last
+thing closed; everything in between runs inside one try/finally, so a clean stop, SIGTERM, an
+error at start-up and any exception the process can catch all leave the door locked. A kill
+that no code can catch is covered by the unit's ExecStopPost (accessd.door.lockdown).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from accessd import __version__
+from accessd.clock import ClockTrust
+from accessd.config import Config
+from accessd.credentials import (
+    CredentialHasher,
+    check_secret_permissions,
+    load_or_create_site_secret,
+)
+from accessd.daemon.control import ControlServer
+from accessd.daemon.controller import DoorController
+from accessd.daemon.notify import sd_notify, watchdog_interval
+from accessd.events import Event, EventType, format_ts
+from accessd.guard import UnknownCardGuard
+from accessd.schedule import Schedule
+from accessd.store.journal import Journal
+from accessd.store.rules import RuleCache
+
+log = logging.getLogger("accessd")
+TICK_S = 0.2
+PURGE_EVERY_S = 3600.0
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def check_secrets(cfg: Config) -> None:
+    """Refuse secrets readable by others before anything starts (same check as at start)."""
+    for path in (cfg.site.secret_file, cfg.mqtt.password_file, cfg.mqtt.key_file):
+        if path is not None and path.exists():
+            check_secret_permissions(path)
+
+
+def config_schedule(cfg: Config) -> Schedule:
+    s = cfg.schedule
+    return Schedule(cfg.site.tz, s.opens, s.closes, frozenset(s.days), frozenset(s.closures))
+
+
+class Daemon:
+    """The running door: hardware, stores, controller, readers, control socket, uplink."""
+
+    def __init__(self, cfg: Config) -> None:
+        from accessd.door.hardware import DoorHardware
+
+        self.cfg = cfg
+        self.stopping = threading.Event()
+        self.hardware = DoorHardware.from_config(cfg.pins, cfg.lock, cfg.door)  # locked now
+        self.started_at = time.time()
+        self.readers: list[Any] = []
+        self.control: ControlServer | None = None
+        self.uplink: Any = None
+        self.controller: DoorController | None = None
+
+    # -- building ----------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.cfg
+        check_secrets(cfg)
+        key = load_or_create_site_secret(cfg.site.secret_file)
+        rules = RuleCache(cfg.storage.rules_db)
+        journal = Journal(cfg.storage.journal_db, cfg.site.id, cfg.site.door)
+        sec = cfg.security
+        self.door_monitor = self.hardware.new_state_machine()
+        self.controller = c = DoorController(
+            site=cfg.site.id, door=cfg.site.door, rules=rules, journal=journal,
+            hasher=CredentialHasher(key), clock=ClockTrust(cfg.clock.trust, cfg.clock.not_before),
+            schedule=config_schedule(cfg), lock=self.hardware.relay, release_s=cfg.lock.release_s,
+            guard_factory=lambda: UnknownCardGuard(sec.unknown_card_limit,
+                                                   sec.unknown_card_window_s, sec.lockout_s),
+            door_monitor=self.door_monitor, feedback=self.hardware.feedback,
+        )
+        self.hardware.relay.on_change(self._lock_changed)
+        inputs = self.hardware.inputs
+        inputs.on_door_opened = lambda at: self._door(self.door_monitor.door_opened, at)
+        inputs.on_door_closed = lambda at: self._door(self.door_monitor.door_closed, at)
+        inputs.on_exit_request = lambda at: c.on_exit_request()
+        c.record(c.event(EventType.DAEMON_STARTED, detail={
+            "version": __version__, "lock": cfg.lock.type,
+            "readers": [r.name for r in cfg.readers]}))
+
+        if cfg.mqtt.enabled:
+            self._start_uplink()
+        self.control = ControlServer(cfg.storage.control_socket, {
+            "status": lambda req: self.status(),
+            "open": self._control_open,
+            "capture": self._control_capture,
+        })
+        self.control.start()
+        from accessd.readers.factory import build_reader
+
+        for rc in cfg.readers:
+            reader = build_reader(rc)
+            reader.start(c.on_card, c.on_reader_status)
+            self.readers.append(reader)
+
+    def _start_uplink(self) -> None:
+        try:
+            from accessd.uplink import Uplink
+        except ImportError as exc:
+            log.warning("MQTT uplink unavailable: %s", exc)
+            return
+        c = self.controller
+        assert c is not None
+        self.uplink = Uplink(
+            self.cfg, self.cfg.storage.journal_db, self.cfg.storage.rules_db,
+            status_provider=self.status,
+            on_event=lambda event: c.record(event),
+            on_remote_release=lambda operator, seconds: c.manual_release(
+                operator, seconds, remote=True),
+        )
+        c.listeners.append(lambda entry: self.uplink.notify())
+        self.uplink.start()
+
+    # -- inputs from the hardware ------------------------------------------------------
+    def _door(self, handler: Callable[[float], list[Any]], at: float) -> None:
+        c = self.controller
+        assert c is not None
+        with c._mutex:
+            events = handler(at)
+            c.record(*(self._door_event(e) for e in events))
+
+    def _door_event(self, e: Any) -> Event:
+        assert self.controller is not None
+        detail = {k: v for k, v in e.to_dict().items() if k not in ("type", "at")}
+        if e.kind in ("door.forced", "door.held_open"):
+            log.warning("%s", e.kind)
+        return self.controller.event(EventType(e.kind), result=None, detail=detail)
+
+    def _lock_changed(self, released: bool) -> None:
+        log.info("lock %s", "RELEASED" if released else "LOCKED")
+
+    # -- control socket ----------------------------------------------------------------
+    def _control_open(self, req: dict[str, Any]) -> dict[str, Any]:
+        assert self.controller is not None
+        operator = str(req.get("operator") or "").strip()
+        if not operator:
+            raise ValueError("a manual release needs the operator's name")
+        seconds = float(req.get("seconds") or self.cfg.lock.release_s)
+        if seconds < 3 or seconds > 3600:
+            raise ValueError("release time must be between 3 s and 1 hour")
+        self.controller.manual_release(operator[:80], seconds)
+        return {"seconds": seconds}
+
+    def _control_capture(self, req: dict[str, Any]) -> dict[str, Any]:
+        assert self.controller is not None
+        timeout = min(float(req.get("timeout") or 30), 300)
+        read = self.controller.capture_next(req.get("reader"), timeout)
+        if read is None:
+            return {"credential_hash": None}
+        return {"credential_hash": self.controller.hasher(read.uid),
+                "technology": read.technology, "reader": read.reader}
+
+    def status(self) -> dict[str, Any]:
+        c = self.controller
+        assert c is not None
+        relay = self.hardware.relay
+        door_open = self.hardware.inputs.door_open
+        now = c.wallclock()
+        journal = c.journal
+        with c._mutex:
+            journal_state = {"last_seq": journal.last_seq, "acked_seq": journal.acked_seq,
+                             "depth": journal.depth(), "writable": c.journal_ok,
+                             "held_in_memory": c.pending_events}
+        last = dict(c.last_decision) if c.last_decision else None
+        if last:
+            last["ts"] = format_ts(last["ts"])
+        return {
+            "site": self.cfg.site.id, "door": self.cfg.site.door, "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "readers": {r.name: {"online": bool(getattr(r, "online", False)),
+                                 "type": rc.type, "direction": rc.direction}
+                        for r, rc in zip(self.readers, self.cfg.readers, strict=False)},
+            "lock": {"state": "released" if relay.released else "locked",
+                     "type": self.cfg.lock.type},
+            "door_contact": {"state": "unknown" if door_open is None else
+                     ("open" if door_open else "closed"),
+                     "alarms": list(self.door_monitor.alarms)},
+            "clock": {"trusted": c.clock.trusted(now), "now": format_ts(now)},
+            "journal": journal_state,
+            "rules": {"version": c.rules.version, **c.rules.counts()},
+            "decisions": {"granted": c.counters.granted, "denied": c.counters.denied},
+            "last_decision": last,
+            "uplink": self.uplink.state() if self.uplink is not None else {"enabled": False},
+        }
+
+    # -- the loop ----------------------------------------------------------------------
+    def loop(self) -> None:
+        c = self.controller
+        assert c is not None
+        sd_notify("READY=1\nSTATUS=door locked, waiting for cards")
+        log.info("accessd %s ready: site %s door %s, %d reader(s)", __version__,
+                 self.cfg.site.id, self.cfg.site.door, len(self.readers))
+        wd = watchdog_interval()
+        last_wd = last_purge = 0.0
+        while not self.stopping.wait(TICK_S):
+            mono = time.monotonic()
+            with c._mutex:
+                events = self.door_monitor.tick(mono)
+                if events:
+                    c.record(*(self._door_event(e) for e in events))
+                c.flush()
+            if wd and mono - last_wd >= wd:
+                sd_notify("WATCHDOG=1")
+                last_wd = mono
+            if mono - last_purge >= PURGE_EVERY_S:
+                last_purge = mono
+                self._purge()
+
+    def _purge(self) -> None:
+        """Retention in its own connection so that taps never wait behind the clean-up."""
+        cfg = self.cfg
+        try:
+            j = Journal(cfg.storage.journal_db, cfg.site.id, cfg.site.door)
+            try:
+                n = j.purge(cfg.storage.retention_days)
+            finally:
+                j.close()
+        except Exception:
+            log.exception("journal retention clean-up failed")
+            return
+        if n and self.controller is not None:
+            self.controller.record(self.controller.event(
+                EventType.EVENTS_PURGED, detail={"deleted": n,
+                                                 "retention_days": cfg.storage.retention_days}))
+
+    def stop(self) -> None:
+        """Stop inputs first, then record the stop, then lock and let go of the hardware."""
+        sd_notify("STOPPING=1")
+        try:
+            for reader in self.readers:
+                try:
+                    reader.stop()
+                except Exception:
+                    log.exception("could not stop reader %s", getattr(reader, "name", "?"))
+            if self.control is not None:
+                self.control.stop()
+            if self.controller is not None:
+                self.hardware.relay.lock()
+                self.controller.record(self.controller.event(EventType.DAEMON_STOPPED))
+            if self.uplink is not None:
+                self.uplink.stop()
+        finally:
+            self.hardware.close()
+            if self.controller is not None:
+                self.controller.rules.close()
+                self.controller.journal.close()
+
+
+def run(cfg: Config) -> int:
+    """Run until SIGTERM/SIGINT; the exit status is what systemd sees."""
+    setup_logging(cfg.log_level)
+    daemon = Daemon(cfg)
+    try:
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            daemon.stopping.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        daemon.start()
+        daemon.loop()
+    finally:
+        daemon.stop()
+        log.info("stopped; door locked")
+    return 0
