@@ -1,0 +1,5 @@
+import sys
+
+from accessd.cli.main import main
+
+sys.exit(main())

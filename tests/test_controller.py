@@ -1,0 +1,187 @@
+"""The door controller on real gpiozero devices (MockFactory) and real SQLite files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from accessd.clock import ClockTrust
+from accessd.credentials import CredentialHasher
+from accessd.daemon.controller import DoorController
+from accessd.decision import Plan, Reason
+from accessd.door.lock import LockRelay
+from accessd.door.monitor import DoorStateMachine
+from accessd.events import EventType
+from accessd.guard import UnknownCardGuard
+from accessd.readers.base import CardRead
+from accessd.schedule import Schedule
+from accessd.store.journal import Journal
+from accessd.store.rules import RuleCache
+
+PARIS = ZoneInfo("Europe/Paris")
+SCHEDULE = Schedule(PARIS, time(9), time(18), frozenset({"mon", "tue", "wed", "thu", "fri"}),
+                    frozenset())
+ANA, OLI = "0A1B2C3D4E", "04A22B1C"
+
+
+class Clock:
+    def __init__(self, when: datetime) -> None:
+        self.when, self.mono = when, 1000.0
+
+    def wall(self) -> datetime:
+        return self.when
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+@pytest.fixture
+def rig(tmp_path: Path):
+    factory = MockFactory()
+    relay = LockRelay(17, release_s=5, pin_factory=factory)
+    rules = RuleCache(tmp_path / "rules.db")
+    journal = Journal(tmp_path / "journal.db", "site", "front")
+    hasher = CredentialHasher(b"k" * 32)
+    rules.enroll(name="Ana", plan=Plan.SUBSCRIBER, credential_hash=hasher(ANA))
+    rules.enroll(name="Oli", plan=Plan.OCCASIONAL, credential_hash=hasher(OLI))
+    clock = Clock(datetime(2026, 11, 25, 22, 0, tzinfo=PARIS).astimezone(UTC))
+    trust = ClockTrust("always")
+    monitor = DoorStateMachine(20, 30)
+    c = DoorController(
+        site="site", door="front", rules=rules, journal=journal, hasher=hasher, clock=trust,
+        schedule=SCHEDULE, lock=relay, release_s=5,
+        guard_factory=lambda: UnknownCardGuard(3, 30, 60), door_monitor=monitor,
+        monotonic=clock.monotonic, wallclock=clock.wall)
+    yield c, relay, factory.pin(17), clock, trust, monitor
+    relay.close()
+    rules.close()
+    journal.close()
+    factory.close()
+
+
+def tap(uid: str, reader: str = "door", direction: str = "entry") -> CardRead:
+    return CardRead(reader=reader, uid=uid, technology="em4100", direction=direction)  # type: ignore[arg-type]
+
+
+def test_grant_releases_then_journals(rig) -> None:
+    c, relay, pin, clock, *_ = rig
+    assert pin.state is False  # locked from the start
+    d = c.on_card(tap(ANA))
+    assert d.granted and relay.released and pin.state is True
+    (entry,) = list(c.journal.iter_all())
+    e = entry.event
+    assert e.type is EventType.ACCESS_GRANTED and e.member_name == "Ana"
+    assert e.reason == "subscriber" and e.plan == "subscriber"
+    assert ANA not in entry.to_json() and ANA.lower() not in entry.to_json()
+
+
+def test_denied_stays_locked_with_reason(rig) -> None:
+    c, relay, pin, *_ = rig
+    d = c.on_card(tap(OLI))  # 22:00: outside opening hours
+    assert not d.granted and d.reason is Reason.OUTSIDE_OPENING_HOURS
+    assert not relay.released and pin.state is False
+    assert list(c.journal.iter_all())[0].event.reason == "outside_opening_hours"
+
+
+def test_untrusted_clock_marks_events(rig) -> None:
+    c, relay, pin, clock, trust, _ = rig
+    trust.trust = "never"
+    assert c.on_card(tap(ANA)).granted  # subscribers still enter
+    assert c.on_card(tap(OLI)).reason is Reason.CLOCK_UNTRUSTED
+    assert [e.event.clock_trusted for e in c.journal.iter_all()] == [False, False]
+
+
+def test_unknown_burst_locks_reader_out_and_raises_alarm(rig) -> None:
+    c, relay, pin, clock, *_ = rig
+    for i in range(3):
+        clock.mono += 1
+        assert c.on_card(tap(f"FFFFFFFF{i:02X}")).reason is Reason.UNKNOWN_CREDENTIAL
+    types = [e.event.type for e in c.journal.iter_all()]
+    assert types.count(EventType.READER_LOCKOUT) == 1
+    clock.mono += 1
+    assert c.on_card(tap(ANA)).reason is Reason.READER_LOCKED_OUT
+    assert c.on_card(tap(ANA, reader="inside")).granted  # the lockout is per reader
+    relay.lock()
+    clock.mono += 61
+    assert c.on_card(tap(ANA)).granted
+
+
+def test_enrolment_takes_effect_without_restart(rig) -> None:
+    c, *_ = rig
+    new = "1122334455"
+    assert c.on_card(tap(new)).reason is Reason.UNKNOWN_CREDENTIAL
+    other = RuleCache(c.rules.path)
+    other.enroll(name="New", plan=Plan.SUBSCRIBER, credential_hash=c.hasher(new))
+    other.close()
+    assert c.on_card(tap(new)).granted
+
+
+def test_capture_diverts_next_card(rig) -> None:
+    import threading
+
+    c, relay, *_ = rig
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("r", c.capture_next(None, 5)))
+    t.start()
+    while not c._captures:
+        pass
+    assert c.on_card(tap("1122334455")) is None  # no decision, no journal entry
+    t.join(5)
+    assert got["r"].uid == "1122334455"
+    assert not relay.released and list(c.journal.iter_all()) == []
+
+
+def test_exit_request_and_door_events(rig) -> None:
+    c, relay, pin, clock, _, monitor = rig
+    c.on_exit_request()
+    assert relay.released
+    events = monitor.door_opened(clock.mono + 1)
+    assert [e.kind for e in events] == ["door.opened"]
+    monitor.door_closed(clock.mono + 2)
+    forced = monitor.door_opened(clock.mono + 100)
+    assert [e.kind for e in forced] == ["door.forced"]
+    assert list(c.journal.iter_all())[0].event.type is EventType.EXIT_REQUEST
+
+
+def test_manual_release_is_logged_with_operator(rig) -> None:
+    c, relay, *_ = rig
+    c.manual_release("Claire", 10)
+    assert relay.released
+    e = list(c.journal.iter_all())[0].event
+    assert e.type is EventType.MANUAL_RELEASE and e.detail["operator"] == "Claire"
+
+
+class FailingJournal:
+    """Stands in for a journal whose filesystem is full, then recovers."""
+
+    def __init__(self, real: Journal) -> None:
+        self.real, self.full = real, True
+
+    def append_many(self, events):
+        from accessd.errors import JournalFullError
+
+        if self.full:
+            raise JournalFullError("disk is full")
+        return self.real.append_many(events)
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+
+def test_full_disk_keeps_deciding_and_recovers_in_order(rig) -> None:
+    c, relay, *_ = rig
+    failing = FailingJournal(c.journal)
+    c.journal = failing  # type: ignore[assignment]
+    assert c.on_card(tap(ANA)).granted  # the door keeps working
+    assert not c.on_card(tap(OLI)).granted
+    assert not c.journal_ok and c.pending_events == 2
+    failing.full = False
+    assert c.flush()
+    types = [e.event.type for e in failing.real.iter_all()]
+    assert types == [EventType.JOURNAL_UNAVAILABLE, EventType.ACCESS_GRANTED,
+                     EventType.ACCESS_DENIED]
+    assert c.journal_ok
