@@ -103,10 +103,12 @@ def test_unknown_burst_locks_reader_out_and_raises_alarm(rig) -> None:
     types = [e.event.type for e in c.journal.iter_all()]
     assert types.count(EventType.READER_LOCKOUT) == 1
     clock.mono += 1
+    assert c.alarms() == ["reader_lockout:door"]
     assert c.on_card(tap(ANA)).reason is Reason.READER_LOCKED_OUT
     assert c.on_card(tap(ANA, reader="inside")).granted  # the lockout is per reader
     relay.lock()
     clock.mono += 61
+    assert c.alarms() == []
     assert c.on_card(tap(ANA)).granted
 
 
@@ -179,6 +181,7 @@ def test_full_disk_keeps_deciding_and_recovers_in_order(rig) -> None:
     assert c.on_card(tap(ANA)).granted  # the door keeps working
     assert not c.on_card(tap(OLI)).granted
     assert not c.journal_ok and c.pending_events == 2
+    assert c.alarms() == ["journal_unavailable"]
     failing.full = False
     assert c.flush()
     types = [e.event.type for e in failing.real.iter_all()]

@@ -164,8 +164,6 @@ class DoorController:
                             "window_s": guard.window_s}))
                 log.warning("reader %s locked out for %.0f s after a burst of unknown cards",
                             read.reader, guard.lockout_s)
-                if self.feedback:
-                    self.feedback.alarm(True)
             if decision.granted:
                 self.counters.granted += 1
             else:
@@ -286,8 +284,6 @@ class DoorController:
                 if self._journal_down_since is None:
                     self._journal_down_since = self.wallclock()
                     log.warning("journal unavailable, holding events in memory: %s", exc)
-                    if self.feedback:
-                        self.feedback.alarm(True)
                 return False
             self._pending.clear()
             if self._journal_down_since is not None:
@@ -300,6 +296,23 @@ class DoorController:
                     except Exception:
                         log.exception("journal listener failed")
             return True
+
+    def alarms(self) -> list[str]:
+        """What the site should be alerted to now (buzzer/LED, status)."""
+        mono = self.monotonic()
+        active = [f"reader_lockout:{name}" for name, g in self._guards.items()
+                  if g.locked_out(mono)]
+        if self._journal_down_since is not None:
+            active.append("journal_unavailable")
+        if self.door_monitor is not None:
+            active += list(self.door_monitor.alarms)
+        return active
+
+    def door_input(self, handler: Callable[[float], list[Any]], at: float,
+                   convert: Callable[[Any], Event]) -> None:
+        """Feed a door contact edge (or a timer tick) to the state machine and journal it."""
+        with self._mutex:
+            self.record(*(convert(e) for e in handler(at)))
 
     @property
     def journal_ok(self) -> bool:

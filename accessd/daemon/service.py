@@ -133,11 +133,8 @@ class Daemon:
 
     # -- inputs from the hardware ------------------------------------------------------
     def _door(self, handler: Callable[[float], list[Any]], at: float) -> None:
-        c = self.controller
-        assert c is not None
-        with c._mutex:
-            events = handler(at)
-            c.record(*(self._door_event(e) for e in events))
+        assert self.controller is not None
+        self.controller.door_input(handler, at, self._door_event)
 
     def _door_event(self, e: Any) -> Event:
         assert self.controller is not None
@@ -193,8 +190,8 @@ class Daemon:
             "lock": {"state": "released" if relay.released else "locked",
                      "type": self.cfg.lock.type},
             "door_contact": {"state": "unknown" if door_open is None else
-                     ("open" if door_open else "closed"),
-                     "alarms": list(self.door_monitor.alarms)},
+                             ("open" if door_open else "closed")},
+            "alarms": c.alarms(),
             "clock": {"trusted": c.clock.trusted(now), "now": format_ts(now)},
             "journal": journal_state,
             "rules": {"version": c.rules.version, **c.rules.counts()},
@@ -212,13 +209,17 @@ class Daemon:
                  self.cfg.site.id, self.cfg.site.door, len(self.readers))
         wd = watchdog_interval()
         last_wd = last_purge = 0.0
+        sounding = False
         while not self.stopping.wait(TICK_S):
             mono = time.monotonic()
-            with c._mutex:
-                events = self.door_monitor.tick(mono)
-                if events:
-                    c.record(*(self._door_event(e) for e in events))
-                c.flush()
+            c.door_input(self.door_monitor.tick, mono, self._door_event)
+            c.flush()
+            alarms = c.alarms()
+            if bool(alarms) != sounding:
+                sounding = bool(alarms)
+                self.hardware.feedback.alarm(sounding)
+                log.warning("alarm %s: %s", "on" if sounding else "off",
+                            ", ".join(alarms) or "cleared")
             if wd and mono - last_wd >= wd:
                 sd_notify("WATCHDOG=1")
                 last_wd = mono
