@@ -130,6 +130,11 @@ class MqttConfig:
     homeassistant_discovery: bool = False
     homeassistant_prefix: str = "homeassistant"
     homeassistant_allow_release: bool = False
+    client_id: str = ""  # default: accessd-<site>-<door>
+    outbox_window: int = 100  # events in flight before the central office acknowledges
+    ack_timeout_s: float = 15.0  # no acknowledgement for this long: send the window again
+    reconnect_max_s: int = 60  # cap of the exponential reconnection back-off
+    rules_max_bytes: int = 32 * 1024 * 1024  # larger rule documents are refused unparsed
 
 
 @dataclass(frozen=True)
@@ -382,7 +387,18 @@ def _parse(data: dict[str, Any], where: str, base: Path) -> Config:
         homeassistant_discovery=m.get("homeassistant_discovery", bool, False),
         homeassistant_prefix=m.get("homeassistant_prefix", str, "homeassistant"),
         homeassistant_allow_release=m.get("homeassistant_allow_release", bool, False),
+        client_id=m.get("client_id", str, ""),
+        outbox_window=m.get("outbox_window", int, 100),
+        ack_timeout_s=m.positive("ack_timeout_s", 15.0),
+        reconnect_max_s=m.get("reconnect_max_s", int, 60),
+        rules_max_bytes=m.get("rules_max_bytes", int, 32 * 1024 * 1024),
     )
+    if not 1 <= mqtt.outbox_window <= 10000:
+        raise m.fail("outbox_window", f"must be 1..10000, got {mqtt.outbox_window}")
+    if not 1 <= mqtt.reconnect_max_s <= 3600:
+        raise m.fail("reconnect_max_s", f"must be 1..3600, got {mqtt.reconnect_max_s}")
+    if not 1024 <= mqtt.rules_max_bytes <= 256 * 1024 * 1024:
+        raise m.fail("rules_max_bytes", "must be 1024..268435456 bytes")
     if not 1 <= mqtt.port <= 65535:
         raise m.fail("port", f"must be 1..65535, got {mqtt.port}")
     if "/" in mqtt.topic_prefix.strip("/") or not mqtt.topic_prefix or any(

@@ -1,0 +1,81 @@
+"""Rule documents: a full snapshot of a site's rules, or a delta from one version to the next.
+
+Built and signed by the central office, verified and checked by the door before anything is
+written. Only the shape is checked here; whether a version fits is the applier's business.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from accessd.errors import ProtocolError
+from accessd.events import format_ts, utcnow
+from accessd.protocol.codec import SNAPSHOT_MAX_BYTES, decode, validate
+from accessd.protocol.signing import OfficeKey, PublicKeys
+
+MEMBER_FIELDS = ("id", "name", "plan", "status", "valid_from", "valid_until", "origin",
+                 "updated_at")
+CREDENTIAL_FIELDS = ("hash", "member_id", "status", "technology", "origin", "enrolled_at",
+                     "updated_at")
+
+
+def make_snapshot(key: OfficeKey, *, site: str, version: int,
+                  members: list[dict[str, Any]], credentials: list[dict[str, Any]],
+                  schedule: dict[str, Any] | None = None,
+                  stored_seq: dict[str, int] | None = None,
+                  issued_at: datetime | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "v": 1, "kind": "snapshot", "site": site, "version": version,
+        "issued_at": format_ts(issued_at or utcnow()),
+        "members": [_pick(m, MEMBER_FIELDS) for m in members],
+        "credentials": [_pick(c, CREDENTIAL_FIELDS) for c in credentials],
+    }
+    if schedule is not None:
+        payload["schedule"] = schedule
+    if stored_seq:
+        payload["stored_seq"] = stored_seq
+    validate("rules", payload)
+    return key.sign(payload)
+
+
+def make_delta(key: OfficeKey, *, site: str, version: int, base_version: int,
+               members: list[dict[str, Any]] = (), credentials: list[dict[str, Any]] = (),
+               removed_members: list[str] = (), removed_credentials: list[str] = (),
+               schedule: dict[str, Any] | None = None,
+               stored_seq: dict[str, int] | None = None,
+               issued_at: datetime | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "v": 1, "kind": "delta", "site": site, "version": version,
+        "base_version": base_version, "issued_at": format_ts(issued_at or utcnow()),
+        "members": [_pick(m, MEMBER_FIELDS) for m in members],
+        "credentials": [_pick(c, CREDENTIAL_FIELDS) for c in credentials],
+        "removed_members": list(removed_members),
+        "removed_credentials": list(removed_credentials),
+    }
+    if schedule is not None:
+        payload["schedule"] = schedule
+    if stored_seq:
+        payload["stored_seq"] = stored_seq
+    validate("rules", payload)
+    return key.sign(payload)
+
+
+def _pick(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {k: row[k] for k in fields if row.get(k) is not None or k in ("valid_from",
+                                                                      "valid_until")}
+
+
+def read_rule_document(raw: bytes, keys: PublicKeys, *, site: str,
+                       max_bytes: int = SNAPSHOT_MAX_BYTES) -> dict[str, Any]:
+    """Size, JSON, depth, signature, schema and site: the payload of a usable document."""
+    payload = keys.verify(decode(raw, max_bytes=max_bytes))
+    validate("rules", payload)
+    if payload["site"] != site:
+        raise ProtocolError(f"wrong_site: the document is for site {payload['site']!r}")
+    members = {m["id"] for m in payload["members"]} if "members" in payload else set()
+    if payload["kind"] == "snapshot":
+        orphans = {c["member_id"] for c in payload["credentials"]} - members
+        if orphans:
+            raise ProtocolError(f"invalid: credentials of unknown members: {sorted(orphans)[:3]}")
+    return payload

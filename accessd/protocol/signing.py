@@ -1,0 +1,144 @@
+"""Ed25519 signatures over canonical JSON: the office signs, the doors only verify.
+
+A door holds public keys only, so a stolen Pi cannot forge rules or commands. Several public
+keys may be trusted at once (one per line in the key file) so that the office can roll its key
+without a flag day; `key_id` says which one signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from accessd.errors import ConfigError, ProtocolError
+from accessd.protocol.codec import validate
+
+
+def canonical(payload: Any) -> bytes:
+    """The bytes that are signed: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True,
+                      ensure_ascii=False).encode("utf-8")
+
+
+def _raw(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    return hashlib.sha256(_raw(public)).hexdigest()[:16]
+
+
+class OfficeKey:
+    """The central office's private key (PEM, PKCS#8, unencrypted, mode 0600)."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        self.public = private.public_key()
+        self.key_id = key_id(self.public)
+
+    def __repr__(self) -> str:
+        return f"OfficeKey(key_id={self.key_id})"
+
+    @classmethod
+    def generate(cls) -> OfficeKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load(cls, path: Path) -> OfficeKey:
+        from accessd.credentials import check_secret_permissions
+
+        try:
+            check_secret_permissions(path)
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: private key not found") from None
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a PEM private key: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"{path}: not an Ed25519 key")
+        return cls(key)
+
+    def save(self, private_path: Path, public_path: Path) -> None:
+        """Write the pair; refuses to overwrite an existing private key."""
+        pem = self._private.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
+        private_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        public_path.write_text(public_line(self.public) + "\n", encoding="ascii")
+
+    def sign(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The signed envelope of a payload."""
+        sig = self._private.sign(canonical(payload))
+        return {"payload": payload, "sig": base64.b64encode(sig).decode("ascii"),
+                "key_id": self.key_id}
+
+
+def public_line(public: Ed25519PublicKey) -> str:
+    """One trusted key as a line: `ed25519 <base64 raw key> <key id>`."""
+    return f"ed25519 {base64.b64encode(_raw(public)).decode('ascii')} {key_id(public)}"
+
+
+class PublicKeys:
+    """The keys a door trusts, by key id."""
+
+    def __init__(self, keys: list[Ed25519PublicKey]) -> None:
+        self.by_id = {key_id(k): k for k in keys}
+
+    @classmethod
+    def load(cls, path: Path) -> PublicKeys:
+        """Read `ed25519 <base64>` lines (or a PEM public key); '#' starts a comment."""
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the office public key: {exc}") from None
+        keys: list[Ed25519PublicKey] = []
+        if "BEGIN PUBLIC KEY" in text:
+            key = serialization.load_pem_public_key(text.encode("ascii"))
+            if isinstance(key, Ed25519PublicKey):
+                keys.append(key)
+        for n, line in enumerate(text.splitlines(), 1):
+            fields = line.split("#", 1)[0].split()
+            if len(fields) < 2 or fields[0] != "ed25519":
+                continue
+            try:
+                keys.append(Ed25519PublicKey.from_public_bytes(base64.b64decode(fields[1])))
+            except (ValueError, binascii.Error):
+                raise ConfigError(f"{path}: line {n}: not an Ed25519 public key") from None
+        if not keys:
+            raise ConfigError(f"{path}: no Ed25519 public key in the file")
+        return cls(keys)
+
+    def verify(self, envelope: Any) -> dict[str, Any]:
+        """The payload of a validly signed envelope, else ProtocolError("unsigned"/...)."""
+        if not isinstance(envelope, dict) or "sig" not in envelope:
+            raise ProtocolError("unsigned: the document carries no signature")
+        validate("signed", envelope)
+        public = self.by_id.get(envelope["key_id"])
+        if public is None:
+            raise ProtocolError(f"unknown_key: key {envelope['key_id']} is not trusted")
+        try:
+            public.verify(base64.b64decode(envelope["sig"]), canonical(envelope["payload"]))
+        except (InvalidSignature, binascii.Error, ValueError):
+            raise ProtocolError("bad_signature: the signature does not match") from None
+        return envelope["payload"]
+
+
+def reason_of(exc: ProtocolError) -> str:
+    """The short reason code an error message starts with ("bad_signature: ...")."""
+    head = str(exc).split(":", 1)[0]
+    return head if head.replace("_", "").isalpha() else "invalid"

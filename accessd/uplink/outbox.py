@@ -1,0 +1,126 @@
+"""The door's outbox: journal entries sent in order until the central office has stored them.
+
+The broker taking a message proves nothing (it may restart without persistence, the collector
+may be down), so an entry leaves the outbox only on the office's own acknowledgement, which is
+cumulative by sequence number. At most `window` entries are in flight; when acknowledgements
+stop coming, the window is sent again from the first unacknowledged entry, with a growing
+pause so that a long outage does not fill the broker's queue with copies. The office drops
+the copies by (door, seq).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from accessd.events import JournalEntry
+from accessd.store.journal import Journal
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[JournalEntry, int | None], bool]
+
+
+def event_message(entry: JournalEntry, floor: int | None = None) -> dict[str, Any]:
+    """The wire form of one entry (schemas/event.json)."""
+    msg = {"v": 1, **entry.to_dict()}
+    if floor is not None:
+        msg["floor"] = floor
+    return msg
+
+
+class Outbox:
+    """Window and resend logic over a journal; `send` publishes one entry, False if offline.
+
+    Used from one thread only (the uplink's worker).
+    """
+
+    def __init__(self, journal: Journal, send: Send, *, window: int = 100,
+                 ack_timeout_s: float = 15.0, max_timeout_s: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.journal, self.send, self.window = journal, send, window
+        self.base_timeout, self.max_timeout = ack_timeout_s, max_timeout_s
+        self.clock = clock
+        self.connected = False
+        self.acked = journal.acked_seq
+        self.sent_upto = self.acked
+        self.timeout = ack_timeout_s
+        self.last_progress = clock()
+        self.floor: int | None = None
+
+    def on_connected(self) -> None:
+        """A new connection: nothing in flight is trusted any more, start from acked + 1."""
+        self.connected = True
+        self.acked = self.journal.acked_seq
+        self.sent_upto = self.acked
+        self.timeout = self.base_timeout
+        self.last_progress = self.clock()
+
+    def on_disconnected(self) -> None:
+        self.connected = False
+
+    @property
+    def in_flight(self) -> int:
+        return self.sent_upto - self.acked
+
+    def pump(self) -> int:
+        """Send what the window allows; returns how many entries went out."""
+        if not self.connected:
+            return 0
+        room = self.window - self.in_flight
+        if room <= 0:
+            return 0
+        entries = self.journal.pending(after=self.sent_upto, limit=room)
+        if not entries:
+            return 0
+        if entries[0].seq > self.sent_upto + 1 and self.sent_upto == self.acked:
+            # retention purged entries the office never stored: say they will never come
+            self.floor = entries[0].seq
+            log.warning("entries %d..%d were purged before delivery", self.acked + 1,
+                        entries[0].seq - 1)
+        if self.in_flight == 0:
+            self.last_progress = self.clock()
+        sent = 0
+        for entry in entries:
+            floor = self.floor if self.floor and self.floor > self.acked + 1 else None
+            if not self.send(entry, floor):
+                break
+            self.sent_upto = entry.seq
+            sent += 1
+        return sent
+
+    def on_ack(self, seq: int) -> None:
+        new = self.journal.acknowledge(seq)
+        if new > self.acked:
+            self.acked = new
+            self.timeout = self.base_timeout
+            self.last_progress = self.clock()
+        self.sent_upto = max(self.sent_upto, self.acked)
+
+    def on_resend(self, first: int, last: int) -> int:
+        """The office misses [first, last]: send those again (at most a window of them)."""
+        first = max(first, self.acked + 1)
+        last = min(last, first + self.window - 1, self.sent_upto)
+        if last < first:
+            return 0
+        sent = 0
+        for entry in self.journal.get(list(range(first, last + 1))):
+            if not self.send(entry, None):
+                break
+            sent += 1
+        return sent
+
+    def tick(self) -> bool:
+        """Called periodically: after an ack timeout, rewind to resend the window."""
+        if not self.connected or self.in_flight == 0:
+            return False
+        if self.clock() - self.last_progress < self.timeout:
+            return False
+        log.info("no acknowledgement for %.0f s; sending again from %d", self.timeout,
+                 self.acked + 1)
+        self.sent_upto = self.acked
+        self.timeout = min(self.timeout * 2, self.max_timeout)
+        self.last_progress = self.clock()
+        return True

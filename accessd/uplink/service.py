@@ -1,0 +1,360 @@
+"""The uplink: the door's one connection to the central office, beside the door, never in its way.
+
+One worker thread owns the uplink's own journal and rule-cache connections and does all the
+work (publishing the outbox, applying rules, checking commands, the status); paho's network
+thread only hands messages over through a queue. The daemon talks to it through `notify()`
+(a journal commit happened) and three callbacks, none of which waits on the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from accessd.clock import ClockTrust
+from accessd.config import Config
+from accessd.credentials import read_secret_file
+from accessd.errors import ProtocolError
+from accessd.events import Event, EventType, JournalEntry, format_ts, utcnow
+from accessd.protocol.codec import decode, encode, validate
+from accessd.protocol.signing import PublicKeys
+from accessd.protocol.topics import Topics
+from accessd.protocol.transport import BrokerSettings, connect, new_client
+from accessd.store.journal import Journal
+from accessd.store.rules import RuleCache
+from accessd.uplink.commands import CommandHandler
+from accessd.uplink.homeassistant import UNLOCK, discovery_messages
+from accessd.uplink.outbox import Outbox, event_message
+from accessd.uplink.rulesync import RuleApplier
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+STATUS_CHECK_S = 1.0
+VOLATILE = ("ts", "outbox_depth", "acked_seq")
+
+
+def broker_settings(config: Config) -> BrokerSettings:
+    m = config.mqtt
+    password = read_secret_file(m.password_file) if m.password_file else ""
+    return BrokerSettings(host=m.host, port=m.port, username=m.username, password=password,
+                          tls=m.tls, ca_file=m.ca_file, cert_file=m.cert_file,
+                          key_file=m.key_file, keepalive_s=m.keepalive_s,
+                          reconnect_max_s=m.reconnect_max_s)
+
+
+def _state(value: Any) -> Any:
+    return value.get("state") if isinstance(value, dict) else value
+
+
+def wire_status(door: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's status dict in the wire form of schemas/status.json (no internals)."""
+    out: dict[str, Any] = {}
+    lock = _state(door.get("lock"))
+    if lock in ("locked", "released"):
+        out["lock"] = lock
+    contact = _state(door.get("door_contact", door.get("door_state")))
+    if contact in ("open", "closed", "unknown"):
+        out["door_state"] = contact
+    readers = door.get("readers")
+    if isinstance(readers, dict):
+        out["readers"] = {
+            name: ("online" if (r.get("online") if isinstance(r, dict) else r in
+                                (True, "online")) else "offline")
+            for name, r in readers.items()}
+    clock = door.get("clock")
+    trusted = clock.get("trusted") if isinstance(clock, dict) else door.get("clock_trusted")
+    if isinstance(trusted, bool):
+        out["clock_trusted"] = trusted
+    last = door.get("last_decision", door.get("last_access"))
+    if isinstance(last, dict):
+        out["last_access"] = {k: last.get(k) for k in ("ts", "reader", "result", "reason",
+                                                      "member_name")}
+    return out
+
+
+class Uplink:
+    """MQTT uplink of one door. See docs/protocol.md for what goes over the wire."""
+
+    def __init__(self, config: Config, journal_path: Path, rules_path: Path, *,
+                 status_provider: Callable[[], dict[str, Any]],
+                 on_event: Callable[[Event], None],
+                 on_remote_release: Callable[[str, float], None]) -> None:
+        self.config = config
+        self.journal_path, self.rules_path = journal_path, rules_path
+        self.status_provider, self.on_event = status_provider, on_event
+        self.on_remote_release = on_remote_release
+        m = config.mqtt
+        self.topics = Topics(m.topic_prefix, config.site.id, config.site.door)
+        self.keys = PublicKeys.load(m.rules_public_key_file) if m.rules_public_key_file else None
+        self.settings = broker_settings(config)
+        self.clock = ClockTrust(config.clock.trust, config.clock.not_before)
+        self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._state: dict[str, Any] = {"connected": False, "last_error": None,
+                                       "outbox_depth": None, "acked_seq": None,
+                                       "rule_version": None, "last_rules": None}
+
+    # -- the daemon's side --------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def notify(self) -> None:
+        """A journal commit happened: publish it now."""
+        self._wake.set()
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._state)
+
+    def _set(self, **changes: Any) -> None:
+        with self._lock:
+            self._state.update(changes)
+
+    # -- paho's thread: hand over, never work --------------------------------------------
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if rc.is_failure:
+            self._set(connected=False, last_error=f"connection refused: {rc}")
+            log.warning("broker %s refused the connection: %s", self.settings, rc)
+            return
+        t = self.topics
+        subs = [(t.ack, 1), (t.command, 1), (t.rules_snapshot, 1), (t.rules_delta, 1)]
+        if self.config.mqtt.homeassistant_allow_release:
+            subs.append((t.ha_release, 1))
+        client.subscribe(subs)
+        self._inbox.put(("connected", None))
+        self._wake.set()
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self._inbox.put(("disconnected", str(rc)))
+        self._wake.set()
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._inbox.put(("message", (msg.topic, msg.payload)))
+        self._wake.set()
+
+    # -- the worker -----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._work()
+        except Exception:
+            log.exception("the uplink stopped on an unexpected error; the door goes on")
+            self._set(connected=False, last_error="uplink crashed (see log)")
+
+    def _work(self) -> None:
+        m = self.config.mqtt
+        self.journal = Journal(self.journal_path, self.config.site.id, self.config.site.door)
+        self.rules = RuleCache(self.rules_path)
+        self.applier = RuleApplier(self.rules, self.keys, site=self.config.site.id,
+                                   door=self.config.site.door, journal=self.journal,
+                                   max_bytes=m.rules_max_bytes)
+        self.commands = CommandHandler(self.rules.db.conn, self.keys,
+                                       site=self.config.site.id, door=self.config.site.door,
+                                       now=self._trusted_now)
+        client = new_client(self.settings, m.client_id or
+                            f"accessd-{self.config.site.id}-{self.config.site.door}",
+                            max_inflight=m.outbox_window)
+        client.will_set(self.topics.status, encode(self._offline()), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self.client = client
+        self.outbox = Outbox(self.journal, self._send, window=m.outbox_window,
+                             ack_timeout_s=m.ack_timeout_s)
+        self._refresh()
+        connect(client, self.settings, clean_start=True)
+        last_status, last_check, last_seen = 0.0, 0.0, None
+        try:
+            while not self._stopping.is_set():
+                self._wake.wait(TICK_S)
+                self._wake.clear()
+                self._drain()
+                self.outbox.tick()
+                while self.outbox.pump():
+                    self._drain()  # acks arriving during a long catch-up
+                now = time.monotonic()
+                if self.outbox.connected and now - last_check >= STATUS_CHECK_S:
+                    last_check = now
+                    status = self._status()
+                    seen = {k: v for k, v in status.items() if k not in VOLATILE}
+                    if seen != last_seen or now - last_status >= m.status_interval_s:
+                        self._publish(self.topics.status, status, retain=True)
+                        last_status, last_seen = now, seen
+                self._refresh()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        try:
+            if self.outbox.connected:
+                info = self.client.publish(self.topics.status, encode(self._offline()), qos=1,
+                                           retain=True)
+                info.wait_for_publish(2.0)
+            self.client.disconnect()
+        except (RuntimeError, ValueError, OSError) as exc:
+            log.debug("while disconnecting: %s", exc)
+        self.client.loop_stop()
+        self.journal.close()
+        self.rules.close()
+        self._set(connected=False)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                kind, data = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._dispatch(kind, data)
+            except Exception:
+                log.exception("uplink: handling %s failed", kind)
+
+    def _dispatch(self, kind: str, data: Any) -> None:
+        if kind == "connected":
+            log.info("connected to the broker %s", self.settings)
+            self._set(connected=True, last_error=None)
+            self.outbox.on_connected()
+            self._publish(self.topics.status, self._status(), retain=True)
+            if self.config.mqtt.homeassistant_discovery:
+                for topic, payload in discovery_messages(
+                        self.topics, ha_prefix=self.config.mqtt.homeassistant_prefix,
+                        site_name=self.config.site.name,
+                        allow_release=self.config.mqtt.homeassistant_allow_release):
+                    self._publish(topic, payload, retain=True)
+            if self.rules.version == 0:
+                self._request_snapshot("no rules yet")
+        elif kind == "disconnected":
+            if self.outbox.connected:
+                log.warning("lost the broker %s: %s; events wait in the journal",
+                            self.settings, data)
+            self.outbox.on_disconnected()
+            self._set(connected=False, last_error=f"disconnected: {data}")
+        elif kind == "message":
+            self._message(*data)
+
+    def _message(self, topic: str, payload: bytes) -> None:
+        t = self.topics
+        if topic == t.ack:
+            self._ack(payload)
+        elif topic in (t.rules_snapshot, t.rules_delta):
+            self._rules(payload, "snapshot" if topic == t.rules_snapshot else "delta")
+        elif topic == t.command:
+            self._command(payload)
+        elif (topic == t.ha_release and self.config.mqtt.homeassistant_allow_release
+              and payload.strip() == UNLOCK.encode()):
+            self._release("homeassistant", self.config.lock.release_s)
+
+    def _ack(self, payload: bytes) -> None:
+        try:
+            ack = decode(payload, max_bytes=1024)
+            validate("ack", ack)
+        except ProtocolError as exc:
+            log.warning("ignoring a malformed acknowledgement: %s", exc)
+            return
+        if "acked" in ack:
+            self.outbox.on_ack(ack["acked"])
+        if "resend" in ack:
+            self.outbox.on_resend(*ack["resend"])
+
+    def _rules(self, payload: bytes, kind: str) -> None:
+        outcome = self.applier.handle(payload, kind)
+        if outcome.applied:
+            log.info("rules version %s applied (%s)", outcome.detail.get("version"), kind)
+            self._emit(Event(EventType.RULES_APPLIED, reason=kind, detail=outcome.detail))
+            self._publish(self.topics.status, self._status(), retain=True)
+        elif outcome.ignored:
+            log.debug("rules version %s already applied", outcome.detail.get("version"))
+        else:
+            log.warning("rule %s rejected: %s %s", kind, outcome.reason, outcome.detail)
+            self._emit(Event(EventType.RULES_REJECTED, reason=outcome.reason,
+                             detail={"kind": kind, **outcome.detail}))
+        if outcome.request_snapshot:
+            self._request_snapshot(outcome.reason or "requested")
+        self._set(last_rules={"outcome": "applied" if outcome.applied else
+                              "ignored" if outcome.ignored else "rejected",
+                              "reason": outcome.reason, "at": format_ts(utcnow()),
+                              **{k: outcome.detail.get(k) for k in ("kind", "version")}})
+
+    def _command(self, payload: bytes) -> None:
+        outcome = self.commands.check(payload)
+        if not outcome.accepted:
+            log.warning("command rejected: %s %s", outcome.reason, outcome.detail)
+            self._emit(Event(EventType.COMMAND_REJECTED, reason=outcome.reason,
+                             detail=outcome.detail))
+            return
+        cmd = outcome.command
+        if cmd["type"] == "release":
+            self._release(cmd["operator"], float(cmd.get("seconds",
+                                                         self.config.lock.release_s)))
+        elif cmd["type"] == "request_snapshot":
+            self._request_snapshot(f"asked by {cmd['operator']}")
+
+    def _release(self, operator: str, seconds: float) -> None:
+        try:
+            self.on_remote_release(operator, seconds)
+        except Exception:
+            log.exception("the daemon failed to carry out a remote release")
+
+    def _emit(self, event: Event) -> None:
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception("the daemon failed to journal %s", event.type)
+
+    def _request_snapshot(self, reason: str) -> None:
+        self._publish(self.topics.rules_request, {
+            "v": 1, "site": self.config.site.id, "door": self.config.site.door,
+            "have_version": self.rules.version, "reason": reason[:200]})
+
+    # -- publishing ---------------------------------------------------------------------
+    def _send(self, entry: JournalEntry, floor: int | None) -> bool:
+        info = self.client.publish(self.topics.event, encode(event_message(entry, floor)),
+                                   qos=1)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def _publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
+        info = self.client.publish(topic, encode(payload), qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            log.debug("publish to %s deferred: %s", topic, mqtt.error_string(info.rc))
+
+    def _offline(self) -> dict[str, Any]:
+        return {"v": 1, "online": False, "site": self.config.site.id,
+                "door": self.config.site.door}
+
+    def _status(self) -> dict[str, Any]:
+        try:
+            door = wire_status(self.status_provider())
+        except Exception:
+            log.exception("the daemon's status provider failed")
+            door = {}
+        return {**door, "v": 1, "online": True, "site": self.config.site.id,
+                "door": self.config.site.door, "ts": format_ts(utcnow()),
+                "rule_version": self.rules.version, "outbox_depth": self.journal.depth(),
+                "acked_seq": self.journal.acked_seq}
+
+    def _refresh(self) -> None:
+        self._set(outbox_depth=self.journal.depth(), acked_seq=self.outbox.acked,
+                  rule_version=self.rules.version)
+
+    def _trusted_now(self) -> datetime | None:
+        now = utcnow()
+        return now if self.clock.trusted(now) else None
+
