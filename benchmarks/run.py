@@ -1,0 +1,183 @@
+"""`scripts/bench`: every benchmark of accessd, a table (default) or one JSON object (--json).
+
+    scripts/bench               # full run, < 5 minutes on a 2-core machine
+    scripts/bench --quick       # a smoke run (~1 minute): fewer samples, same code paths
+    scripts/bench --json        # one JSON object, the keys of issue 5
+    scripts/bench --only tap,decision
+
+Progress goes to stderr; the table or the JSON object is the only thing on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import Result, SiteFactory
+
+#: the keys of `--json`, in the order of the issue (and of the table)
+KEYS = (
+    "floor_ms", "tap_to_release_ms", "decision_us", "event_to_central_ms", "snapshot_apply_s",
+    "decision_during_sync_ms", "outbox_drain_events_per_s", "central_ingest_events_per_s",
+    "central_ingest_pg_events_per_s", "rss_mib", "startup_s", "unknown_flood_decision_ms",
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    tap_samples: int
+    tap_warmup: int
+    decision_samples: int
+    flood_samples: int
+    startup_runs: int
+    rss_taps: int
+    network: dict[str, Any]
+
+
+FULL = Plan(tap_samples=2000, tap_warmup=100, decision_samples=50_000, flood_samples=400,
+            startup_runs=7, rss_taps=300,
+            network={"events": 1000, "outbox_events": 100_000, "ingest_doors": 50,
+                     "ingest_events": 100_000, "snapshot": 100_000, "sync_taps": 200})
+QUICK = Plan(tap_samples=150, tap_warmup=20, decision_samples=5_000, flood_samples=40,
+             startup_runs=3, rss_taps=60,
+             network={"events": 100, "outbox_events": 5_000, "ingest_doors": 10,
+                      "ingest_events": 5_000, "snapshot": 100_000, "sync_taps": 30})
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _groups(plan: Plan, sites: SiteFactory) -> list[tuple[str, tuple[str, ...],
+                                                          Callable[[], list[Result]]]]:
+    from benchmarks import door, network, proc
+
+    return [
+        ("tap", ("floor_ms", "tap_to_release_ms"),
+         lambda: door.bench_tap(sites, samples=plan.tap_samples, warmup=plan.tap_warmup)),
+        ("decision", ("decision_us",),
+         lambda: [door.bench_decision(sites, samples=plan.decision_samples,
+                                      warmup=max(500, plan.decision_samples // 20))]),
+        ("flood", ("unknown_flood_decision_ms",),
+         lambda: [door.bench_flood(sites, samples=plan.flood_samples,
+                                   warmup=max(5, plan.flood_samples // 20))]),
+        ("startup", ("startup_s",), lambda: [proc.bench_startup(sites, runs=plan.startup_runs)]),
+        ("rss", ("rss_mib",), lambda: [proc.bench_rss(sites, taps=plan.rss_taps)]),
+        ("network", network.KEYS, lambda: network.bench_all(sites, **plan.network)),
+    ]
+
+
+def run(plan: Plan, only: set[str] | None, workdir: Path) -> tuple[list[Result], float]:
+    sites = SiteFactory(workdir)
+    results: dict[str, Result] = {}
+    started = time.perf_counter()
+    log(f"building the rule cache: {sites.n:,} credentials")
+    sites.template()
+    log(f"rule cache built in {sites.build_s:.1f} s")
+    for name, keys, fn in _groups(plan, sites):
+        if only and name not in only:
+            continue
+        log(f"{name} ...")
+        t0 = time.perf_counter()
+        try:
+            for r in fn():
+                results[r.key] = r
+        except Exception as exc:  # one broken benchmark must not hide the others
+            traceback.print_exc(file=sys.stderr)
+            for key in keys:
+                results.setdefault(key, Result(key, "", None, "", False,
+                                               note=f"error: {type(exc).__name__}: {exc}"))
+        log(f"{name} done in {time.perf_counter() - t0:.1f} s")
+    ordered = [results[k] for k in KEYS if k in results]
+    return ordered, time.perf_counter() - started
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def _measured(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return f"p50 {value['p50']:g} / p99 {value['p99']:g} (n={value['samples']})"
+    return f"{value:g}" if isinstance(value, float | int) else str(value)
+
+
+def _met(r: Result) -> str:
+    return {True: "yes", False: "NO", None: "-"}[r.met]
+
+
+def table(results: list[Result], elapsed: float, quick: bool) -> str:
+    rows = [("key", "what", "measured", "target", "met?")]
+    rows += [(r.key, r.what, _measured(r.value), r.target, _met(r)) for r in results]
+    width = [min(max(len(row[i]) for row in rows), 72 if i == 1 else 200) for i in range(5)]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [c if len(c) <= width[i] else c[:width[i] - 1] + "…" for i, c in enumerate(row)]
+        lines.append(" | ".join(c.ljust(width[i]) for i, c in enumerate(cells)).rstrip())
+        if n == 0:
+            lines.append("-+-".join("-" * w for w in width))
+    notes = [f"  {r.key}: {r.note}" for r in results if r.note]
+    head = (f"accessd benchmarks ({'quick' if quick else 'full'} run, {elapsed:.0f} s) — "
+            f"{time.strftime('%Y-%m-%d %H:%M %Z')}, {cpu_model()} ({os.cpu_count()} cores), "
+            f"Python {platform.python_version()}")
+    return "\n".join([head, "", *lines, "", "notes:", *notes])
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def as_json(results: list[Result]) -> dict[str, Any]:
+    """Exactly the keys of issue 5: a number, {"p50", "p99", "samples", ...} or null when not
+    measured (the reason is in the table's notes, and on stderr with --json)."""
+    by_key = {r.key: r for r in results}
+    return {k: (by_key[k].value if k in by_key else None) for k in KEYS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
+    parser.add_argument("--only", help="comma-separated groups: tap, decision, flood, startup, "
+                        "rss, network")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
+    workdir = Path(tempfile.mkdtemp(prefix="accessd-bench-"))
+    try:
+        results, elapsed = run(QUICK if args.quick else FULL, only, workdir)
+    finally:
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        for r in results:
+            if r.note:
+                log(f"note {r.key}: {r.note}")
+        print(json.dumps(as_json(results), indent=2))
+    else:
+        print(table(results, elapsed, args.quick))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
