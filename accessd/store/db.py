@@ -7,7 +7,9 @@ rolled back at the next open instead of corrupting the file.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
@@ -39,3 +41,17 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite_utils.Databas
 
 def integrity_ok(db: sqlite_utils.Database) -> bool:
     return db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One atomic write: BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock
+    between the daemon and the CLI); any exception rolls everything back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")  # a failed COMMIT (disk full) is rolled back below too
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -25,7 +25,7 @@ from typing import Any
 
 from accessd.errors import JournalFullError, StoreError
 from accessd.events import Event, EventType, JournalEntry, format_ts, parse_ts, utcnow
-from accessd.store.db import connect
+from accessd.store.db import connect, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -102,10 +102,8 @@ class Journal:
 
     def append_many(self, events: list[Event]) -> list[JournalEntry]:
         """Commit several events in one transaction (one fsync), in order."""
-        conn = self.conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self.conn) as conn:
                 row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
                 seq = int(row[0]) if row else 0
                 entries = []
@@ -123,11 +121,6 @@ class Journal:
                     entries.append(entry)
                 conn.execute("INSERT INTO meta(key, value) VALUES ('last_seq', ?) "
                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (seq,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             if _is_disk_error(exc):
                 raise JournalFullError(f"{self.path}: cannot write the journal: {exc}") from exc
@@ -153,18 +146,11 @@ class Journal:
 
     def acknowledge(self, seq: int) -> int:
         """The central office has stored everything up to `seq`; returns the new mark."""
-        with_conn = self.conn
-        with_conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn) as conn:
             current = self._meta_int("acked_seq")
             new = max(current, min(seq, self._meta_int("last_seq")))
-            with_conn.execute("INSERT INTO meta(key, value) VALUES ('acked_seq', ?) "
-                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (new,))
-            with_conn.execute("COMMIT")
-        except BaseException:
-            if with_conn.in_transaction:
-                with_conn.execute("ROLLBACK")
-            raise
+            conn.execute("INSERT INTO meta(key, value) VALUES ('acked_seq', ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (new,))
         return new
 
     def pending(self, after: int | None = None, limit: int = 500) -> list[JournalEntry]:
@@ -234,16 +220,10 @@ class Journal:
         upto = row[0] or 0
         total = 0
         while True:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self.conn.execute(
+            with transaction(self.conn) as conn:
+                cur = conn.execute(
                     "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq <= ? "
                     "ORDER BY seq LIMIT ?)", (upto, batch))
-                self.conn.execute("COMMIT")
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
             total += cur.rowcount
             if cur.rowcount < batch:
                 return total

@@ -12,7 +12,7 @@ import contextlib
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -22,7 +22,7 @@ from accessd.decision import Grant, Plan, Status
 from accessd.errors import DuplicateCredential, MemberNotFound, StoreError
 from accessd.events import format_ts, utcnow
 from accessd.schedule import Schedule
-from accessd.store.db import connect
+from accessd.store.db import connect, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS members (
@@ -95,17 +95,9 @@ class RuleCache:
     def close(self) -> None:
         self.db.conn.close()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One atomic change: all of it reaches the disk or none of it does."""
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        return transaction(self.db.conn)
 
     # -- the hot path -------------------------------------------------------------------
     def lookup(self, credential_hash: str) -> Grant | None:
