@@ -188,3 +188,25 @@ def test_full_disk_keeps_deciding_and_recovers_in_order(rig) -> None:
     assert types == [EventType.JOURNAL_UNAVAILABLE, EventType.ACCESS_GRANTED,
                      EventType.ACCESS_DENIED]
     assert c.journal_ok
+
+
+def test_untrusted_clock_uses_last_trusted_instant_not_a_wrong_one(rig) -> None:
+    from datetime import date
+
+    from accessd.events import Event
+
+    c, relay, pin, clock, trust, _ = rig
+    c.journal.append(Event(EventType.ACCESS_GRANTED, ts=clock.when))  # trusted, 2026
+    c.journal.append(Event(EventType.ACCESS_GRANTED, ts=datetime(2040, 1, 1, tzinfo=UTC),
+                           clock_trusted=False))  # a clock that was wrong, in the future
+    c.rules.enroll(name="Val", plan=Plan.SUBSCRIBER, credential_hash=c.hasher("99887766"),
+                   valid_until=date(2030, 1, 1))
+    c.rules.enroll(name="Old", plan=Plan.SUBSCRIBER, credential_hash=c.hasher("11223344"),
+                   valid_until=date(2026, 1, 1))
+    fresh = DoorController(
+        site="site", door="front", rules=c.rules, journal=c.journal, hasher=c.hasher,
+        clock=ClockTrust("never"), schedule=SCHEDULE, lock=relay, release_s=5,
+        guard_factory=lambda: UnknownCardGuard(3, 30, 60), monotonic=clock.monotonic,
+        wallclock=lambda: datetime(1970, 1, 1, tzinfo=UTC))
+    assert fresh.on_card(tap("99887766")).granted
+    assert fresh.on_card(tap("11223344")).reason is Reason.EXPIRED  # ended before 2026-11-25

@@ -106,6 +106,7 @@ def test_retention_deletes_a_prefix_and_keeps_numbering(journal: Journal) -> Non
     journal.append(Event(EventType.ACCESS_GRANTED, ts=datetime(1970, 1, 1, tzinfo=UTC),
                          clock_trusted=False))  # newer than every trusted old entry: kept
     journal.append(Event(EventType.ACCESS_GRANTED, ts=now))
+    assert journal.latest_trusted_ts() == now
     assert journal.purge(90, now=now) == 3
     assert [e.seq for e in journal.iter_all()] == [4, 5]
     assert journal.purge(90, now=now) == 0

@@ -112,7 +112,7 @@ class DoorController:
         self.readers: dict[str, ReaderStatus] = {}
         self.counters = Counters()
         self.listeners: list[Callable[[JournalEntry], None]] = []
-        self.last_trusted: datetime | None = journal.latest_ts()
+        self.last_trusted: datetime | None = journal.latest_trusted_ts()
         self.last_decision: dict[str, Any] | None = None
         self._schedule_cache: tuple[int, Schedule] | None = None
 

@@ -200,8 +200,10 @@ class Journal:
         for row in self.conn.execute(f"SELECT {_COLUMNS} FROM events ORDER BY seq"):
             yield _row_to_entry(row)
 
-    def latest_ts(self) -> datetime | None:
-        row = self.conn.execute("SELECT ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    def latest_trusted_ts(self) -> datetime | None:
+        """The newest instant known to have passed: stamped while the clock was trusted."""
+        row = self.conn.execute("SELECT ts FROM events WHERE clock_trusted = 1 "
+                                "ORDER BY seq DESC LIMIT 1").fetchone()
         return parse_ts(row[0]) if row else None
 
     # -- retention ----------------------------------------------------------------------
