@@ -241,7 +241,7 @@ ca_file = "{broker.ca}"
 username = "door-{site}-{door}"
 password_file = "{pw}"
 topic_prefix = "{PREFIX}"
-ack_timeout_s = 2
+{"" if "ack_timeout_s" in mqtt_extra else "ack_timeout_s = 2"}
 reconnect_max_s = 2
 keepalive_s = 10
 {key_line}{mqtt_extra}
