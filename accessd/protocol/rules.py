@@ -6,6 +6,7 @@ written. Only the shape is checked here; whether a version fits is the applier's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,8 +41,9 @@ def make_snapshot(key: OfficeKey, *, site: str, version: int,
 
 
 def make_delta(key: OfficeKey, *, site: str, version: int, base_version: int,
-               members: list[dict[str, Any]] = (), credentials: list[dict[str, Any]] = (),
-               removed_members: list[str] = (), removed_credentials: list[str] = (),
+               members: Sequence[dict[str, Any]] = (),
+               credentials: Sequence[dict[str, Any]] = (),
+               removed_members: Sequence[str] = (), removed_credentials: Sequence[str] = (),
                schedule: dict[str, Any] | None = None,
                stored_seq: dict[str, int] | None = None,
                issued_at: datetime | None = None) -> dict[str, Any]:
@@ -62,8 +64,12 @@ def make_delta(key: OfficeKey, *, site: str, version: int, base_version: int,
 
 
 def _pick(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    return {k: row[k] for k in fields if row.get(k) is not None or k in ("valid_from",
-                                                                      "valid_until")}
+    """The document's fields of a row; validity dates always present (null = open)."""
+    out = {k: row[k] for k in fields if row.get(k) is not None}
+    if "plan" in fields:
+        out.setdefault("valid_from", None)
+        out.setdefault("valid_until", None)
+    return out
 
 
 def read_rule_document(raw: bytes, keys: PublicKeys, *, site: str,

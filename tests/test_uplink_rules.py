@@ -1,0 +1,269 @@
+"""Rule documents at the door: applied whole in one transaction, or rejected with a reason."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from accessd.decision import Plan
+from accessd.events import Event, EventType, format_ts, utcnow
+from accessd.protocol.codec import encode
+from accessd.protocol.rules import make_delta, make_snapshot
+from accessd.protocol.signing import OfficeKey, PublicKeys
+from accessd.store.journal import Journal
+from accessd.store.rules import RuleCache
+from accessd.uplink.rulesync import RuleApplier
+
+H = [f"{i:064x}" for i in range(1, 20)]
+
+
+def member(mid: str, plan: str = "subscriber", status: str = "active") -> dict:
+    return {"id": mid, "name": f"Member {mid}", "plan": plan, "status": status}
+
+
+def cred(h: str, mid: str, status: str = "active") -> dict:
+    return {"hash": h, "member_id": mid, "status": status}
+
+
+@pytest.fixture
+def key() -> OfficeKey:
+    return OfficeKey.generate()
+
+
+@pytest.fixture
+def rules(tmp_path: Path):
+    cache = RuleCache(tmp_path / "rules.db")
+    yield cache
+    cache.close()
+
+
+@pytest.fixture
+def journal(tmp_path: Path):
+    j = Journal(tmp_path / "journal.db", "s1", "d1")
+    yield j
+    j.close()
+
+
+@pytest.fixture
+def applier(rules: RuleCache, key: OfficeKey, journal: Journal) -> RuleApplier:
+    return RuleApplier(rules, PublicKeys([key.public]), site="s1", door="d1", journal=journal)
+
+
+def dump(rules: RuleCache) -> str:
+    c = rules.db.conn
+    return json.dumps([c.execute("SELECT * FROM members ORDER BY id").fetchall(),
+                       c.execute("SELECT * FROM credentials ORDER BY hash").fetchall(),
+                       c.execute("SELECT * FROM meta ORDER BY key").fetchall()])
+
+
+def snapshot(key: OfficeKey, version: int, members: list, creds: list, **kw) -> bytes:
+    return encode(make_snapshot(key, site="s1", version=version, members=members,
+                                credentials=creds, **kw))
+
+
+def base(applier: RuleApplier, key: OfficeKey) -> None:
+    out = applier.handle(snapshot(key, 1, [member("a"), member("b", "occasional")],
+                                  [cred(H[0], "a"), cred(H[1], "b")],
+                                  schedule={"timezone": "Europe/Paris", "opens": "09:00",
+                                            "closes": "18:00", "days": ["mon", "tue"],
+                                            "closures": ["2026-12-25"]}), "snapshot")
+    assert out.applied, out
+
+
+def test_a_snapshot_replaces_the_rules_in_one_go(applier, rules, key):
+    base(applier, key)
+    assert rules.version == 1
+    assert rules.lookup(H[0]).member_id == "a"
+    assert rules.lookup(H[1]).plan is Plan.OCCASIONAL
+    assert rules.schedule().days == frozenset({"mon", "tue"})
+    out = applier.handle(snapshot(key, 2, [member("c")], [cred(H[2], "c")]), "snapshot")
+    assert out.applied and out.detail["members"] == 1
+    assert rules.lookup(H[0]) is None and rules.lookup(H[2]).member_id == "c"
+    assert rules.schedule() is None  # the office no longer publishes one: config applies
+
+
+def test_the_same_version_again_is_ignored_quietly(applier, rules, key):
+    base(applier, key)
+    before = dump(rules)
+    out = applier.handle(snapshot(key, 1, [], []), "snapshot")
+    assert out.ignored and out.reason is None
+    assert dump(rules) == before
+
+
+def tampered(key: OfficeKey) -> bytes:
+    env = make_snapshot(key, site="s1", version=5, members=[member("x")],
+                        credentials=[cred(H[5], "x")])
+    env["payload"]["members"][0]["plan"] = "subscriber"
+    env["payload"]["members"][0]["name"] = "Mallory"
+    return encode(env)
+
+
+def unsigned(key: OfficeKey) -> bytes:
+    env = make_snapshot(key, site="s1", version=5, members=[], credentials=[])
+    return encode(env["payload"])
+
+
+def other_key(key: OfficeKey) -> bytes:
+    return snapshot(OfficeKey.generate(), 5, [], [])
+
+
+def raw(key: OfficeKey, **changes) -> bytes:
+    """Signed by the right key, but not a valid document: the office's checks bypassed."""
+    payload = {"v": 1, "kind": "snapshot", "site": "s1", "version": 5,
+               "issued_at": format_ts(utcnow()), "members": [], "credentials": [], **changes}
+    return encode(key.sign(payload))
+
+
+def deep(key: OfficeKey) -> bytes:
+    return b'{"payload":' + b"[" * 100 + b"]" * 100 + b', "sig": "", "key_id": ""}'
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (tampered, "bad_signature"),
+    (unsigned, "unsigned"),
+    (other_key, "unknown_key"),
+    (lambda k: b'{"payload": {"v": 1, "kind": "snap', "malformed"),
+    (lambda k: b"\xff\xfe not even text", "malformed"),
+    (deep, "too_deep"),
+    (lambda k: raw(k, members=[member("x", plan="vip")]), "invalid"),
+    (lambda k: raw(k, credentials=[cred("C0FFEE", "x")]), "invalid"),
+    (lambda k: raw(k, members=[member("x")], credentials=[cred(H[3], "nobody")]), "invalid"),
+    (lambda k: raw(k, members=[member("x")], removed_members=["y"]), "invalid"),
+    (lambda k: encode(make_snapshot(k, site="s2", version=5, members=[], credentials=[])),
+     "wrong_site"),
+    (lambda k: snapshot(k, 0 + 1, [], []) and encode(make_delta(
+        k, site="s1", version=5, base_version=1)), "wrong_topic"),
+])
+def test_bad_documents_are_rejected_and_the_cache_untouched(applier, rules, key, make, reason):
+    base(applier, key)
+    before = dump(rules)
+    out = applier.handle(make(key), "snapshot")
+    assert not out.applied and out.reason == reason, out
+    assert dump(rules) == before
+
+
+def test_an_oversized_document_is_refused_before_parsing(rules, key, journal):
+    small = RuleApplier(rules, PublicKeys([key.public]), site="s1", door="d1",
+                        journal=journal, max_bytes=2048)
+    big = snapshot(key, 1, [member(f"m{i}") for i in range(100)], [])
+    out = small.handle(big, "snapshot")
+    assert out.reason == "too_large" and rules.version == 0
+    out = small.handle(b"{" * 10_000_000, "snapshot")  # never parsed
+    assert out.reason == "too_large"
+
+
+def test_an_older_version_is_rejected(applier, rules, key):
+    applier.handle(snapshot(key, 3, [member("a")], []), "snapshot")
+    before = dump(rules)
+    out = applier.handle(snapshot(key, 2, [member("z")], []), "snapshot")
+    assert out.reason == "stale_version" and dump(rules) == before
+
+
+def test_a_delta_applies_on_its_base_version(applier, rules, key):
+    base(applier, key)
+    d = make_delta(key, site="s1", version=2, base_version=1, members=[member("c")],
+                   credentials=[cred(H[2], "c"), cred(H[0], "a", "revoked")],
+                   removed_members=["b"])
+    out = applier.handle(encode(d), "delta")
+    assert out.applied
+    assert rules.version == 2
+    assert rules.lookup(H[2]).member_id == "c"
+    assert str(rules.lookup(H[0]).credential_status) == "revoked"
+    assert rules.lookup(H[1]) is None  # member b and its card are gone
+    assert rules.schedule() is not None  # a delta without a schedule keeps it
+
+
+def test_a_delta_with_a_gap_asks_for_a_snapshot(applier, rules, key):
+    base(applier, key)
+    before = dump(rules)
+    d = make_delta(key, site="s1", version=4, base_version=3, members=[member("c")])
+    out = applier.handle(encode(d), "delta")
+    assert out.reason == "version_gap" and out.request_snapshot
+    assert dump(rules) == before
+
+
+def test_a_delta_that_fails_halfway_leaves_nothing_behind(applier, rules, key):
+    base(applier, key)
+    before = dump(rules)
+    d = make_delta(key, site="s1", version=2, base_version=1, members=[member("c")],
+                   credentials=[cred(H[2], "c"), cred(H[3], "ghost")])  # unknown member
+    out = applier.handle(encode(d), "delta")
+    assert out.reason == "inconsistent" and out.request_snapshot
+    assert dump(rules) == before  # member c was inserted, then rolled back
+
+
+def test_a_host_enrolment_newer_than_the_snapshot_survives_it(applier, rules, key):
+    base(applier, key)
+    issued = utcnow()
+    later = rules.enroll(name="Newcomer", plan=Plan.OCCASIONAL, credential_hash=H[9])
+    out = applier.handle(snapshot(key, 2, [member("a")], [cred(H[0], "a")],
+                                  issued_at=issued - timedelta(seconds=5)), "snapshot")
+    assert out.applied and out.detail["kept_local"] == 1
+    assert rules.lookup(H[9]).member_id == later.id
+    assert rules.lookup(H[1]) is None  # the office dropped b, which it knew about
+
+
+def test_an_enrolment_the_office_has_not_stored_survives_by_sequence(applier, rules, key,
+                                                                    journal):
+    base(applier, key)
+    m = rules.enroll(name="Host's pick", plan=Plan.SUBSCRIBER, credential_hash=H[8])
+    journal.append(Event(EventType.MEMBER_ENROLLED, member_id=m.id))  # seq 1, not stored yet
+    later = utcnow() + timedelta(hours=1)  # the office's clock is ahead: time alone fails
+    doc = snapshot(key, 2, [member("a")], [cred(H[0], "a")], issued_at=later,
+                   stored_seq={"d1": 0})
+    assert applier.handle(doc, "snapshot").applied
+    assert rules.lookup(H[8]).member_id == m.id
+    doc = snapshot(key, 3, [member("a")], [cred(H[0], "a")], issued_at=later,
+                   stored_seq={"d1": 1})  # now the office has it, and chose to drop it
+    assert applier.handle(doc, "snapshot").applied
+    assert rules.lookup(H[8]) is None
+
+
+def test_an_office_revocation_wins_over_a_local_enrolment(applier, rules, key):
+    base(applier, key)
+    issued = utcnow() - timedelta(seconds=5)
+    m = rules.enroll(name="Newcomer", plan=Plan.SUBSCRIBER, credential_hash=H[7])
+    doc = snapshot(key, 2, [member("a"), {**member(m.id), "origin": "site"}],
+                   [cred(H[0], "a"), cred(H[7], m.id, "revoked")], issued_at=issued)
+    assert applier.handle(doc, "snapshot").applied
+    assert str(rules.lookup(H[7]).credential_status) == "revoked"
+
+
+def test_decisions_read_the_old_rules_until_the_commit(applier, rules, key, tmp_path):
+    """A reader on another connection (the daemon) sees all of a snapshot or none of it."""
+    base(applier, key)
+    reader = RuleCache(tmp_path / "rules.db", readonly=True)
+    big = snapshot(key, 2, [member(f"n{i}") for i in range(3000)],
+                   [cred(f"{i + 100:064x}", f"n{i}") for i in range(3000)])
+    seen: list[tuple[int, bool, bool]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while True:
+            finished = done.is_set()
+            reader.db.conn.execute("BEGIN")  # one read snapshot, like one tap
+            v = reader.version
+            old = reader.lookup(H[0]) is not None
+            new = reader.lookup(f"{2999 + 100:064x}") is not None
+            reader.db.conn.execute("COMMIT")
+            seen.append((v, old, new))
+            if finished:
+                return
+
+    t = threading.Thread(target=watch)
+    t.start()
+    assert applier.handle(big, "snapshot").applied
+    done.set()
+    t.join()
+    reader.close()
+    assert {1, 2} <= {v for v, _, _ in seen}, "the reader ran during the apply"
+    assert all((v, o, n) in ((1, True, False), (2, False, True)) for v, o, n in seen)
+
+
+def test_issue_time_is_recorded(applier, rules, key):
+    base(applier, key)
+    assert rules.get_meta("rule_issued_at") <= format_ts(utcnow())
