@@ -243,7 +243,7 @@ password_file = "{pw}"
 topic_prefix = "{PREFIX}"
 {"" if "ack_timeout_s" in mqtt_extra else "ack_timeout_s = 2"}
 reconnect_max_s = 2
-keepalive_s = 10
+{"" if "keepalive_s" in mqtt_extra else "keepalive_s = 10"}
 {key_line}{mqtt_extra}
 """
 
@@ -317,4 +317,5 @@ def start_collector(store: object, broker: Broker, client_id: str = "collector-1
     c = Collector(store, broker.settings("central"), prefix=PREFIX,  # type: ignore[arg-type]
                   client_id=client_id, **kwargs)  # type: ignore[arg-type]
     c.start()
+    wait_for(lambda: c.stats.subscribed, timeout=10, message="collector subscribed")
     return c

@@ -46,6 +46,7 @@ class CollectorStats:
     resend_requests: int = 0
     snapshots_republished: int = 0
     connected: bool = False
+    subscribed: bool = False
     last_error: str | None = None
     doors: dict[str, int] = field(default_factory=dict)
 
@@ -70,6 +71,7 @@ class Collector:
         c = new_client(self.settings, self.client_id, manual_ack=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
         c.on_message = lambda _c, _u, msg: self._inbox.put(msg)
         self.client = c
         connect(c, self.settings, clean_start=False, session_expiry_s=self.session_expiry_s)
@@ -100,14 +102,21 @@ class Collector:
         log.info("collector %s connected (session present: %s)", self.client_id,
                  flags.session_present)
         client.subscribe([(all_events(self.prefix, self.group), 1),
-                          (all_events(self.prefix, self.group).replace(
-                              "/+/+/event", "/+/rules/request"), 1)
-                          if self.group else (all_rule_requests(self.prefix), 1)])
+                          (all_rule_requests(self.prefix, self.group), 1)])
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, codes: Any, _p: Any) -> None:
+        failed = [str(c) for c in codes if c.is_failure]
+        if failed:
+            self.stats.last_error = f"subscription refused: {failed}"
+            log.error("the broker refused the collector's subscriptions: %s (check the ACL)",
+                      failed)
+        else:
+            self.stats.subscribed = True
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if self.stats.connected:
             log.warning("collector lost the broker: %s (messages wait in its session)", rc)
-        self.stats.connected = False
+        self.stats.connected = self.stats.subscribed = False
         self.stats.last_error = str(rc)
 
     # -- the worker ---------------------------------------------------------------------

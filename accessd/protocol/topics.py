@@ -60,8 +60,10 @@ def all_events(prefix: str, group: str | None = COLLECTOR_GROUP) -> str:
     return f"$share/{group}/{topic}" if group else topic
 
 
-def all_rule_requests(prefix: str) -> str:
-    return f"{prefix}/+/rules/request"
+def all_rule_requests(prefix: str, group: str | None = COLLECTOR_GROUP) -> str:
+    """Doors asking for a snapshot; shared so that one collector answers each request."""
+    topic = f"{prefix}/+/rules/request"
+    return f"$share/{group}/{topic}" if group else topic
 
 
 def parse_door_topic(topic: str, prefix: str) -> tuple[str, str, str] | None:

@@ -1,0 +1,389 @@
+"""`accessd central ...`: the central office's commands, a thin layer over this package.
+
+`register(subparsers)` adds them to the main `accessd` parser; `main(argv)` runs them alone.
+Each command builds the library object, calls it, and turns library errors into one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from accessd.errors import AccessdError
+
+DEFAULT_STORE = "accessd-central.db"
+ENV_STORE = "ACCESSD_CENTRAL_STORE"
+
+
+class CentralError(AccessdError):
+    """A central office command could not do what was asked."""
+
+
+# -- shared options ---------------------------------------------------------------------------
+def _store_opt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=os.environ.get(ENV_STORE, DEFAULT_STORE),
+                   help=f"SQLite path or postgresql:// URL (default: ${ENV_STORE} or "
+                        f"{DEFAULT_STORE})")
+
+
+def _broker_opts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("broker")
+    g.add_argument("--host", default="127.0.0.1", help="MQTT broker host")
+    g.add_argument("--port", type=int, default=8883, help="MQTT broker port (default 8883)")
+    g.add_argument("--username", default="central", help="broker login (default central)")
+    g.add_argument("--password-file", type=Path, help="file holding the broker password")
+    g.add_argument("--ca-file", type=Path, help="CA certificate that signed the broker's")
+    g.add_argument("--client-cert", type=Path, help="client certificate, if the broker asks")
+    g.add_argument("--client-key", type=Path, help="client certificate's private key")
+    g.add_argument("--no-tls", action="store_true", help="plain TCP (tests, localhost only)")
+    g.add_argument("--prefix", default="accessd", help="topic prefix (default accessd)")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from accessd.credentials import read_secret_file
+    from accessd.protocol.transport import BrokerSettings
+
+    password = read_secret_file(args.password_file) if args.password_file else ""
+    return BrokerSettings(host=args.host, port=args.port, username=args.username,
+                          password=password, tls=not args.no_tls, ca_file=args.ca_file,
+                          cert_file=args.client_cert, key_file=args.client_key)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from accessd.central.store import open_store
+
+    return open_store(args.store)
+
+
+def _since(text: str | None) -> datetime | None:
+    """`24h`, `7d`, `30m` ago, or an ISO date/time (UTC when no offset is given)."""
+    if not text:
+        return None
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if text[-1] in units and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise CentralError(f"--since: expected 24h, 7d or an ISO date, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_collect(args: argparse.Namespace) -> int:
+    from accessd.central.collector import Collector
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    store = _open(args)
+    collector = Collector(store, _settings(args), prefix=args.prefix, group=args.group,
+                          client_id=args.client_id)
+    signal.signal(signal.SIGTERM, lambda *_: collector._stopping.set())
+    try:
+        collector.run_forever()
+    except KeyboardInterrupt:
+        collector.stop()
+    finally:
+        store.close()
+    s = collector.stats
+    print(f"stored {s.stored}, dropped {s.duplicates} copies and {s.invalid} invalid",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from accessd.protocol.signing import OfficeKey
+
+    key = OfficeKey.generate()
+    private, public = args.out / f"{args.name}.key", args.out / f"{args.name}.pub"
+    if private.exists():
+        raise CentralError(f"{private} exists; refusing to overwrite a signing key")
+    key.save(private, public)
+    print(f"private key: {private} (keep it at the office, mode 0600)")
+    print(f"public key:  {public} (copy to each door: mqtt.rules_public_key_file)")
+    print(f"key id:      {key.key_id}")
+    return 0
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from accessd.credentials import read_secret_file
+
+    store = _open(args)
+    try:
+        schedule = None
+        if args.opens or args.closes or args.days or args.closures is not None:
+            current = (store.site(args.site) or {}).get("schedule") or {}
+            from accessd.central.report import DEFAULT_SCHEDULE
+
+            schedule = {**DEFAULT_SCHEDULE, **current}
+            schedule["timezone"] = args.timezone or schedule["timezone"]
+            for key in ("opens", "closes"):
+                if getattr(args, key):
+                    schedule[key] = getattr(args, key)
+            if args.days:
+                schedule["days"] = [d.strip() for d in args.days.split(",") if d.strip()]
+            if args.closures is not None:
+                schedule["closures"] = sorted(c.strip() for c in args.closures.split(",")
+                                              if c.strip())
+            from jsonschema import Draft202012Validator
+
+            from accessd.protocol.codec import schema
+
+            errors = list(Draft202012Validator(schema("rules")["$defs"]["schedule"])
+                          .iter_errors(schedule))
+            if errors:
+                raise CentralError(f"schedule: {errors[0].message}")
+        key = read_secret_file(args.key_file) if args.key_file else None
+        if key is not None:
+            try:
+                bytes.fromhex(key)
+            except ValueError:
+                raise CentralError(f"{args.key_file}: the site key must be hexadecimal"
+                                   ) from None
+        store.set_site(args.site, name=args.name, timezone=args.timezone,
+                       credential_key=key, schedule=schedule)
+        info = store.site(args.site) or {}
+        info["credential_key"] = "<set>" if info.get("credential_key") else None
+        print(json.dumps(info, indent=2))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from accessd.central import publisher
+    from accessd.central.members import read_members
+    from accessd.credentials import CredentialHasher
+    from accessd.protocol.signing import OfficeKey
+
+    key = OfficeKey.load(args.key)
+    store = _open(args)
+    try:
+        if args.members:
+            site_key = (store.site(args.site) or {}).get("credential_key")
+            hasher = CredentialHasher(bytes.fromhex(site_key)) if site_key else None
+            members, creds = read_members(args.members, hasher)
+            counts = store.import_members(args.site, members, creds)
+            print(f"{args.members}: {counts['members']} members, {counts['credentials']} "
+                  f"cards; {counts['removed_members']} members and "
+                  f"{counts['removed_credentials']} cards removed", file=sys.stderr)
+        docs = publisher.build(store, key, args.site, delta=args.delta)
+    finally:
+        store.close()
+    print(f"site {args.site}: rules version {docs.version} signed by {key.key_id} "
+          f"({docs.changes} changes{', delta too' if docs.delta else ''})")
+    if args.no_send:
+        return 0
+    try:
+        publisher.send(docs, _settings(args), prefix=args.prefix)
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        raise CentralError(str(exc)) from None
+    print(f"published to {args.prefix}/{args.site}/rules/")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    if not (args.member or args.credential):
+        raise CentralError("name a --member or a --credential to revoke")
+    store = _open(args)
+    try:
+        n = store.revoke(args.site, member_id=args.member, credential_hash=args.credential)
+    finally:
+        store.close()
+    if not n:
+        raise CentralError("nothing matched at this site")
+    print("revoked; run `accessd central publish` to send it to the doors")
+    return 0
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    from accessd.central.publisher import send_command
+    from accessd.protocol.commands import make_command
+    from accessd.protocol.signing import OfficeKey
+
+    key = OfficeKey.load(args.key)
+    env = make_command(key, type=args.type.replace("-", "_"), site=args.site, door=args.door,
+                       operator=args.operator, ttl_s=args.ttl,
+                       seconds=args.seconds if args.type == "release" else None)
+    try:
+        send_command(env, _settings(args), prefix=args.prefix)
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        raise CentralError(str(exc)) from None
+    print(f"{args.type} sent to {args.site}/{args.door} (id {env['payload']['id']}, valid "
+          f"until {env['payload']['expires_at']})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from accessd.central.report import monthly_hours, monthly_visits
+
+    store = _open(args)
+    try:
+        if args.visits:
+            rows = [{"member_id": v.member_id, "member_name": v.member_name, "door": v.door,
+                     "entered_at": v.start.isoformat(timespec="minutes"),
+                     "left_at": v.end.isoformat(timespec="minutes"),
+                     "hours": round(v.hours, 2), "closed_by": v.closed_by}
+                    for v in monthly_visits(store, args.site, args.month)]
+        else:
+            rows = monthly_hours(store, args.site, args.month)
+    except ValueError as exc:
+        raise CentralError(f"--month: expected YYYY-MM ({exc})") from None
+    finally:
+        store.close()
+    if args.csv:
+        fields = list(rows[0]) if rows else ["member_id", "member_name", "visits", "hours"]
+        w = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    elif not rows:
+        print(f"no occasional visits at {args.site} in {args.month}")
+    else:
+        for r in rows:
+            if args.visits:
+                flag = "  (no exit: closed at closing time)" if r["closed_by"] != "exit" else ""
+                print(f"{r['entered_at']} → {r['left_at'][11:]}  {r['hours']:5.2f} h  "
+                      f"{r['member_name']}{flag}")
+            else:
+                guessed = r["visits_closed_at_closing_time"]
+                print(f"{r['member_name']:<30} {r['visits']:3} visits {r['hours']:7.2f} h"
+                      + (f"  ({guessed} without exit)" if guessed else ""))
+    return 0
+
+
+def cmd_entries(args: argparse.Namespace) -> int:
+    from accessd.central.report import recent_entries, site_schedule
+
+    store = _open(args)
+    try:
+        rows = recent_entries(store, args.site, since=_since(args.since), door=args.door,
+                              limit=args.limit)
+        tz = site_schedule(store, args.site).tz
+    finally:
+        store.close()
+    if args.json:
+        for r in rows:
+            print(json.dumps(r, sort_keys=True))
+        return 0
+    from accessd.events import parse_ts
+
+    for r in rows:
+        local = parse_ts(r["ts"]).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+        who = r["member_name"] or r["member_id"] or f"card {r['credential'] or '?'}"
+        print(f"{local}  {r['door']:<10} {r['result'] or '':<8} {r['reason'] or '':<22} {who}")
+    return 0
+
+
+# -- the parser -------------------------------------------------------------------------------
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `central` and its commands to the main parser's subparsers."""
+    central = subparsers.add_parser(
+        "central", help="the central office: collector, rules, reports",
+        description="Central office commands: collect every door's events, publish signed "
+                    "rules, send commands, report hours and entries.")
+    sub = central.add_subparsers(dest="central_command", metavar="COMMAND", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str,
+            ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("collect", cmd_collect, "Store every door's events (run one or more, as a service).")
+    _store_opt(p)
+    _broker_opts(p)
+    p.add_argument("--group", default="accessd-collectors",
+                   help="shared subscription group: collectors in one group share the load")
+    p.add_argument("--client-id", default="accessd-collector-1",
+                   help="unique per collector; its broker session keeps messages while down")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+
+    p = add("keygen", cmd_keygen, "Make the office's Ed25519 signing key pair.")
+    p.add_argument("--out", type=Path, required=True, help="folder for NAME.key and NAME.pub")
+    p.add_argument("--name", default="office", help="file name stem (default office)")
+
+    p = add("site", cmd_site, "Register a site: name, time zone, card key, opening hours.")
+    _store_opt(p)
+    p.add_argument("--site", required=True, help="site id, as in the doors' [site] id")
+    p.add_argument("--name", help="display name")
+    p.add_argument("--timezone", help="IANA time zone, e.g. Europe/Paris")
+    p.add_argument("--key-file", type=Path,
+                   help="the site's card key (the doors' site.key), to hash card numbers")
+    p.add_argument("--opens", help="opening time for occasional members, HH:MM")
+    p.add_argument("--closes", help="closing time, HH:MM")
+    p.add_argument("--days", help="open days, e.g. mon,tue,wed,thu,fri")
+    p.add_argument("--closures", help="closed dates, comma separated YYYY-MM-DD ('' clears)")
+
+    p = add("publish", cmd_publish, "Sign and publish a site's rules (from a members file).")
+    _store_opt(p)
+    _broker_opts(p)
+    p.add_argument("--site", required=True, help="site id")
+    p.add_argument("--members", type=Path, help="members file (.csv or .json) to import first")
+    p.add_argument("--key", type=Path, required=True, help="the office's private key")
+    p.add_argument("--delta", action="store_true",
+                   help="also send a delta from the previous version (faster for doors)")
+    p.add_argument("--no-send", action="store_true",
+                   help="record the signed version without publishing it")
+
+    p = add("revoke", cmd_revoke, "Revoke a member or a card at the office (wins at the door).")
+    _store_opt(p)
+    p.add_argument("--site", required=True, help="site id")
+    p.add_argument("--member", help="member id")
+    p.add_argument("--credential", help="full credential hash")
+
+    p = add("command", cmd_command, "Send a signed command to one door.")
+    _broker_opts(p)
+    p.add_argument("type", choices=("release", "request-snapshot"), help="what the door does")
+    p.add_argument("--site", required=True, help="site id")
+    p.add_argument("--door", required=True, help="door id")
+    p.add_argument("--key", type=Path, required=True, help="the office's private key")
+    p.add_argument("--operator", required=True, help="who asks (journalled at the door)")
+    p.add_argument("--seconds", type=float, default=5.0, help="release time (3-600 s)")
+    p.add_argument("--ttl", type=float, default=30.0,
+                   help="seconds the command stays valid (default 30)")
+
+    p = add("report", cmd_report, "Occasional members' hours in a month, for billing.")
+    _store_opt(p)
+    p.add_argument("--site", required=True, help="site id")
+    p.add_argument("--month", required=True, help="YYYY-MM, in the site's local time")
+    p.add_argument("--csv", action="store_true", help="CSV on standard output")
+    p.add_argument("--visits", action="store_true", help="one line per visit, not per member")
+
+    p = add("entries", cmd_entries, "Recent access decisions at a site, newest first.")
+    _store_opt(p)
+    p.add_argument("--site", required=True, help="site id")
+    p.add_argument("--since", help="24h, 7d, 30m or an ISO date/time")
+    p.add_argument("--door", help="only this door")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    return central
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accessd", description="accessd central office")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `accessd central ...` alone (argv without the leading 'accessd')."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (AccessdError, ValueError) as exc:
+        print(f"accessd: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
