@@ -1,0 +1,113 @@
+"""The central store on SQLite and on PostgreSQL: idempotent, contiguous, office wins."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from accessd.central.store import CentralStore, open_store
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _postgres() -> Iterator[CentralStore]:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
+    schema = f"accessd_test_{secrets.token_hex(4)}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    store = open_store(f"{PG_URL}?options={quote(f'-csearch_path={schema}')}")
+    try:
+        yield store
+    finally:
+        store.close()
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CentralStore]:
+    if request.param == "postgres":
+        yield from _postgres()
+    else:
+        s = open_store(tmp_path / "central.db")
+        yield s
+        s.close()
+
+
+def ev(seq: int, door: str = "d1", **kw) -> dict:
+    return {"v": 1, "site": "s1", "door": door, "seq": seq, "id": f"{door}-{seq}",
+            "ts": f"2026-11-02T10:{seq % 60:02d}:00.000Z", "type": "access.granted",
+            "clock_trusted": True, "detail": {}, **kw}
+
+
+def test_copies_are_dropped_by_door_and_sequence(store):
+    r = store.store_events([ev(1), ev(2), ev(2), ev(1, door="d2")])
+    assert (r.new, r.duplicates) == (3, 1)
+    r = store.store_events([ev(1), ev(2), ev(3)])
+    assert (r.new, r.duplicates) == (1, 2)
+    assert store.count_events("s1") == 4
+    assert store.count_events("s1", "d1") == 3
+
+
+def test_the_acknowledgement_stops_at_the_first_hole(store):
+    store.store_events([ev(s) for s in (1, 2, 3, 5, 6, 9)])
+    assert store.advance("s1", "d1") == (3, (4, 4))
+    store.store_events([ev(4)])
+    assert store.advance("s1", "d1") == (6, (7, 8))
+    store.store_events([ev(7), ev(8)])
+    assert store.advance("s1", "d1") == (9, None)
+    assert store.stored_seq("s1") == {"d1": 9}
+
+
+def test_a_purge_floor_lets_the_mark_jump_over_events_that_no_longer_exist(store):
+    store.store_events([ev(10, floor=10), ev(11)])
+    assert store.advance("s1", "d1") == (11, None)
+
+
+def test_host_enrolments_reach_the_office_rules(store):
+    h = "ab" * 32
+    store.store_events([ev(1, type="member.enrolled", member_id="m-1", detail={
+        "member": {"id": "m-1", "name": "Zoé", "plan": "occasional", "status": "active",
+                   "valid_from": None, "valid_until": None, "origin": "site",
+                   "updated_at": "2026-11-02T10:00:00.000Z"},
+        "credential_hash": h, "technology": "em4100"})])
+    members, creds = store.rules("s1")
+    assert [(m["id"], m["origin"], m["plan"]) for m in members] == [("m-1", "site",
+                                                                      "occasional")]
+    assert [(c["hash"], c["member_id"], c["status"]) for c in creds] == [(h, "m-1", "active")]
+    # the office list does not name her: she stays (the host enrolled her)
+    store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
+                                 "status": "active"}], [])
+    assert {m["id"] for m in store.rules("s1")[0]} == {"a", "m-1"}
+    # the office revokes her card; a late host update cannot bring it back
+    store.revoke("s1", credential_hash=h)
+    store.store_events([ev(2, type="member.enrolled", member_id="m-1", detail={
+        "member": {"id": "m-1", "name": "Zoé", "plan": "occasional", "status": "active",
+                   "updated_at": "2026-11-02T11:00:00.000Z"}, "credential_hash": h})])
+    assert store.rules("s1")[1][0]["status"] == "revoked"
+
+
+def test_importing_the_same_list_twice_changes_nothing(store):
+    members = [{"id": "a", "name": "A", "plan": "subscriber", "status": "active"}]
+    creds = [{"hash": "cd" * 32, "member_id": "a", "status": "active"}]
+    store.import_members("s1", members, creds)
+    first = store.rules("s1")
+    store.import_members("s1", members, creds)
+    assert store.rules("s1") == first
+    counts = store.import_members("s1", [], [])
+    assert counts["removed_members"] == 1 and store.rules("s1") == ([], [])
+
+
+def test_versions_and_sites(store):
+    assert store.latest_version("s1") == 0 and store.latest_snapshot("s1") is None
+    store.record_version("s1", 1, "2026-11-02T10:00:00.000Z", '{"a":1}', None)
+    assert store.latest_version("s1") == 1 and store.latest_snapshot("s1") == '{"a":1}'
+    store.set_site("s1", name="La Cordée", timezone="Europe/Paris", credential_key="00" * 16)
+    assert store.site("s1")["name"] == "La Cordée"
