@@ -1,0 +1,68 @@
+"""The shipped Mosquitto config and the site credentials script, run for real."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mqtt_broker import MOSQUITTO, free_port, needs_mosquitto, wait_for
+
+from accessd.protocol.transport import BrokerSettings, connected_client
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [needs_mosquitto,
+              pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")]
+
+
+def test_shipped_config_with_generated_credentials(tmp_path: Path):
+    out = tmp_path / "site"
+    subprocess.run([str(ROOT / "scripts" / "make-site-credentials"), "--site", "morez",
+                    "--doors", "front,back", "--out", str(out), "--broker-host", "localhost"],
+                   check=True, capture_output=True)
+    port = free_port()
+    conf = (ROOT / "config" / "mosquitto" / "mosquitto.conf").read_text()
+    conf = (conf.replace("/etc/mosquitto/accessd/tls", str(out / "broker" / "tls"))
+            .replace("/etc/mosquitto/accessd", str(out / "broker"))
+            .replace("/var/lib/mosquitto/", f"{tmp_path}/data/")
+            .replace("listener 8883", f"listener {port} 127.0.0.1")
+            .replace("log_dest syslog", f"log_dest file {tmp_path}/mosquitto.log"))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "mosquitto.conf").write_text("user root\n" + conf)
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(tmp_path / "mosquitto.conf")],
+                            stderr=subprocess.PIPE)
+    clients = []
+    try:
+        time.sleep(0.3)
+        assert proc.poll() is None, proc.stderr.read().decode()
+
+        def login(user: str, pwfile: Path, ca: Path) -> object:
+            s = BrokerSettings(host="localhost", port=port, username=user,
+                               password=pwfile.read_text().strip(), tls=True, ca_file=ca)
+            c = connected_client(s, f"t-{user}")
+            clients.append(c)
+            return c
+
+        central = login("central", out / "central" / "central.pw", out / "broker/tls/ca.crt")
+        got: list[str] = []
+        central.on_message = lambda _c, _u, m: got.append(m.topic)
+        central.subscribe("$share/g/accessd/+/+/event", qos=1)
+        time.sleep(0.2)
+        door = login("door-morez-front", out / "doors/front/mqtt.pw",
+                     out / "doors/front/ca.crt")
+        door.publish("accessd/morez/back/event", b"{}", qos=1).wait_for_publish(5)
+        door.publish("accessd/morez/front/event", b"{}", qos=1).wait_for_publish(5)
+        wait_for(lambda: got, message="the door's own event")
+        time.sleep(0.2)
+        assert got == ["accessd/morez/front/event"]
+        assert (out / "doors/front/mqtt.pw").stat().st_mode & 0o077 == 0
+        assert (out / "doors/front/site.key").read_text() == \
+            (out / "doors/back/site.key").read_text()
+    finally:
+        for c in clients:
+            c.disconnect()
+            c.loop_stop()
+        proc.terminate()
+        proc.wait(10)
