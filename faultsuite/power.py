@@ -1,0 +1,297 @@
+"""Power cuts: SIGKILL the real daemon (and whatever writes beside it) at random moments.
+
+Three kinds of moment, in turn: a burst of taps; a rule snapshot being applied by the real
+`RuleApplier` in a second process (the daemon keeps deciding from the same file meanwhile);
+the journal's retention clean-up (`Journal.purge`) on a journal holding many old rows. The kill
+takes every process at once, as a power cut would. What was committed is read from the journal
+by a third connection just before the kill; after it, the next life of the daemon must find it
+all there.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from faultsuite.core import Context, Result, scenario
+from faultsuite.daemon import PYTHON, ROOT, Daemon, Site, check_journal, committed
+
+APPLIER = """
+import sys
+from pathlib import Path
+from accessd.protocol.signing import PublicKeys
+from accessd.store.rules import RuleCache
+from accessd.uplink.rulesync import RuleApplier
+raw = Path(sys.argv[1]).read_bytes()
+rules = RuleCache(sys.argv[3])
+transaction = rules.transaction
+
+def announced():  # the suite times its kill from the moment the writing transaction opens
+    print("transaction", flush=True)
+    return transaction()
+
+rules.transaction = announced
+applier = RuleApplier(rules, PublicKeys.load(Path(sys.argv[2])), site="faults", door="front")
+out = applier.handle(raw, "snapshot")
+print("applied" if out.applied else f"refused {out.reason} {out.detail}", flush=True)
+"""
+
+PURGER = """
+import sys
+from accessd.store.journal import Journal
+j = Journal(sys.argv[1], "faults", "front")
+print("purging", flush=True)
+print("purged", j.purge(90), flush=True)
+"""
+
+SHARED = 20  # members in every rule set: the cards tapped during the trials
+
+
+def uid_of(i: int) -> str:
+    return f"{0x5A00000000 + i:010X}"
+
+
+class RuleSets:
+    """Two alternating rule sets, "a" and "b", sharing the tapped members."""
+
+    def __init__(self, site: Site, size: int, workdir: Path) -> None:
+        from accessd.protocol.signing import OfficeKey, public_line
+
+        self.site, self.size = site, size
+        self.key = OfficeKey.generate()
+        self.pub = workdir / "office.pub"
+        self.pub.write_text(public_line(self.key.public) + "\n")
+        self.doc = workdir / "snapshot.json"
+        self.version = 0
+        self.current = ""
+        self._cred = {i: site.hasher(uid_of(i)) for i in range(SHARED + 2 * size)}
+
+    def build(self, which: str) -> None:
+        from accessd.protocol.codec import encode
+        from accessd.protocol.rules import make_snapshot
+
+        offset = SHARED if which == "a" else SHARED + self.size
+        idx = list(range(SHARED)) + list(range(offset, offset + self.size))
+        members = [{"id": f"s-{i}" if i < SHARED else f"{which}-{i}", "name": f"Member {i}",
+                    "plan": "subscriber", "status": "active", "origin": "central",
+                    "valid_from": None, "valid_until": None} for i in idx]
+        creds = [{"hash": self._cred[i], "member_id": m["id"], "status": "active",
+                  "origin": "central"} for i, m in zip(idx, members, strict=True)]
+        self.version += 1
+        doc = make_snapshot(self.key, site="faults", version=self.version, members=members,
+                            credentials=creds)
+        self.doc.write_bytes(encode(doc))
+
+    def start_apply(self) -> subprocess.Popen[str]:
+        return subprocess.Popen([PYTHON, "-c", APPLIER, str(self.doc), str(self.pub),
+                                 str(self.site.rules_path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+
+    def state(self) -> tuple[int, str, list[str]]:
+        """(version, "a" | "b" | "mixed" | ..., problems) as found on disk."""
+        conn = sqlite3.connect(str(self.site.rules_path), timeout=10)
+        try:
+            problems = []
+            ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            if ok != "ok":
+                problems.append(f"rules integrity_check: {ok}")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'rule_version'").fetchone()
+            version = int(row[0]) if row else 0
+            n_a, n_b, n_s, n = conn.execute(
+                "SELECT sum(id LIKE 'a-%'), sum(id LIKE 'b-%'), sum(id LIKE 's-%'), count(*) "
+                "FROM members").fetchone()
+            n_c = conn.execute("SELECT count(*) FROM credentials").fetchone()[0]
+        finally:
+            conn.close()
+        n_a, n_b, n_s = n_a or 0, n_b or 0, n_s or 0
+        if n_s == SHARED and n_a == self.size and n_b == 0 and n == n_c:
+            which = "a"
+        elif n_s == SHARED and n_b == self.size and n_a == 0 and n == n_c:
+            which = "b"
+        else:
+            which = f"mixed(a={n_a}, b={n_b}, shared={n_s}, creds={n_c})"
+        return version, which, problems
+
+
+def apply_sync(rs: RuleSets, which: str) -> float:
+    """Apply a set to completion; returns how long its writing transaction took."""
+    rs.build(which)
+    p = rs.start_apply()
+    assert p.stdout is not None
+    first = p.stdout.readline()
+    t0 = time.monotonic()
+    out = p.stdout.read()
+    took = time.monotonic() - t0
+    p.wait(60)
+    if "transaction" not in first or "applied" not in out:
+        raise RuntimeError(f"rule snapshot not applied: {first}{out}")
+    rs.current = which
+    return took
+
+
+def purge_sync(site: Site, rows: int) -> float:
+    """Purge a journal with `rows` old rows to completion; returns how long it took."""
+    add_old_rows(site, rows)
+    p = subprocess.Popen([PYTHON, "-c", PURGER, str(site.journal_path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    assert p.stdout is not None
+    p.stdout.readline()
+    t0 = time.monotonic()
+    out = p.stdout.read()
+    took = time.monotonic() - t0
+    p.wait(60)
+    if "purged" not in out:
+        raise RuntimeError(f"purge failed: {out}")
+    return took
+
+
+def add_old_rows(site: Site, n: int) -> int:
+    """Journal `n` events stamped 200 days ago (trusted), as a journal a year old holds."""
+    from accessd.events import Event, EventType, utcnow
+    from accessd.store.journal import Journal
+
+    j = Journal(site.journal_path, "faults", "front")
+    try:
+        old = utcnow() - timedelta(days=200)
+        entries = j.append_many([Event(EventType.ACCESS_DENIED, ts=old + timedelta(seconds=i),
+                                       reader="door", result="denied",
+                                       reason="unknown_credential") for i in range(n)])
+    finally:
+        j.close()
+    return entries[-1].seq
+
+
+class Tapper(threading.Thread):
+    """Taps at reader speed: the shared members (grants) and unknown cards, in random order."""
+
+    def __init__(self, daemon: Daemon, rng: random.Random) -> None:
+        super().__init__(daemon=True)
+        self.d, self.rng, self.stop_ev, self.sent = daemon, rng, threading.Event(), 0
+
+    def run(self) -> None:
+        try:
+            while not self.stop_ev.is_set():
+                if self.rng.random() < 0.5:
+                    self.d.tap(uid_of(self.rng.randrange(SHARED)), grants=True)
+                else:
+                    self.d.tap(f"{self.rng.getrandbits(40):010X}")
+                self.sent += 1
+                time.sleep(self.rng.uniform(0.0, 0.02))
+        except (OSError, ValueError):
+            pass  # the daemon died under us: that is the point
+
+
+def _kill(*procs: subprocess.Popen[Any] | None) -> None:
+    for p in procs:
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+
+
+@scenario("power_cut",
+          "SIGKILL during taps / rule snapshot / retention: integrity ok, committed events kept, "
+          "no seq gap, rules old-or-new, restarts locked", order=10)
+def power_cut(ctx: Context, res: Result) -> None:
+    rng = random.Random(ctx.seed)
+    trials = ctx.n(24, 510)
+    site = Site(ctx.workdir / "site")
+    rs = RuleSets(site, ctx.n(4000, 8000), ctx.workdir)
+    apply_sync(rs, "b")
+    apply_took = apply_sync(rs, "a")  # calibration: how long a snapshot's transaction lasts
+    old_rows = ctx.n(20000, 30000)
+    purge_took = purge_sync(site, old_rows)
+    res.figures["calibration_s"] = {"snapshot_transaction": round(apply_took, 3),
+                                    "purge": round(purge_took, 3)}
+    counts = {"taps": 0, "rules": 0, "purge": 0}
+    mid = {"rules": 0, "purge": 0}  # the helper process was still running at the kill
+    outcome = {"old": 0, "new": 0}
+    prev_last: int | None = None
+    for trial in range(trials + 1):
+        d = Daemon(site)
+        try:
+            st = d.status()
+        except Exception as exc:
+            res.fail(f"trial {trial}: no status after restart: {exc}")
+            d.kill()
+            continue
+        if trial == trials:  # the last restart only checks the previous cut
+            res.check(st["lock"]["state"] == "locked", f"restart {trial}: lock {st['lock']}")
+            if prev_last is not None:
+                res.check(st["journal"]["last_seq"] == prev_last + 1,
+                          f"restart {trial}: last_seq {st['journal']['last_seq']} after "
+                          f"{prev_last}")
+            d.stop()
+            break
+        res.trials += 1
+        res.check(st["lock"]["state"] == "locked", f"restart {trial}: lock {st['lock']}")
+        res.check("): locked" in d.text(), f"restart {trial}: relay not driven locked at start")
+        if prev_last is not None:
+            res.check(st["journal"]["last_seq"] == prev_last + 1,
+                      f"restart {trial}: last_seq {st['journal']['last_seq']} after {prev_last}")
+        d.wait_for(r"reader door: (back )?online", timeout=5)
+        kind = ("taps", "rules", "purge")[trial % 3]
+        counts[kind] += 1
+        tapper = Tapper(d, rng)
+        tapper.start()
+        helper: subprocess.Popen[str] | None = None
+        purge_upto = 0
+        old_version, target = rs.version, ""
+        if kind == "rules":
+            target = "b" if rs.current == "a" else "a"
+            rs.build(target)
+            helper = rs.start_apply()
+            assert helper.stdout is not None
+            helper.stdout.readline()  # "transaction": the snapshot is being written
+            time.sleep(rng.uniform(0.0, apply_took * 1.1))
+        elif kind == "purge":
+            purge_upto = add_old_rows(site, old_rows)
+            helper = subprocess.Popen([PYTHON, "-c", PURGER, str(site.journal_path)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, cwd=ROOT)
+            assert helper.stdout is not None
+            helper.stdout.readline()  # "purging"
+            time.sleep(rng.uniform(0.0, purge_took * 1.1))
+        else:
+            time.sleep(rng.uniform(0.05, 0.8))
+        before = committed(site.journal_path)
+        time.sleep(rng.uniform(0.0, 0.01))
+        finished = helper is not None and helper.poll() is not None
+        _kill(helper, d.proc)  # the power goes: everything at once
+        d.kill()
+        tapper.stop_ev.set()
+        tapper.join(5)
+        if helper is not None:
+            helper.wait(10)
+            if not finished:
+                mid[kind] += 1
+        for problem in check_journal(site.journal_path, before, purge_upto):
+            res.fail(f"trial {trial} ({kind}): {problem}")
+        version, which, problems = rs.state()
+        for problem in problems:
+            res.fail(f"trial {trial} ({kind}): {problem}")
+        if kind == "rules":
+            if version == old_version and which == rs.current:
+                outcome["old"] += 1
+            elif version == rs.version and which == target:
+                outcome["new"] += 1
+                rs.current = target
+            else:
+                res.fail(f"trial {trial}: rules version {version} with set {which} "
+                         f"(old {old_version}/{rs.current}, new {rs.version}/{target})")
+        elif not res.check(which == rs.current, f"trial {trial}: rules {which} changed"):
+            pass
+        if kind == "rules" and version == old_version:
+            rs.version = old_version  # the next snapshot reuses the number never applied
+        conn = sqlite3.connect(str(site.journal_path), timeout=10)
+        prev_last = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+        conn.close()
+    res.figures.update({"kinds": counts, "kills_mid_operation": mid, "rules_after_cut": outcome})
+    res.notes.append(f"kills by moment {json.dumps(counts)}; landed before the operation "
+                     f"finished {json.dumps(mid)}; rules after the cut {json.dumps(outcome)}")
