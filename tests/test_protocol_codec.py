@@ -1,0 +1,135 @@
+"""The wire format: schemas, limits before parsing, canonical signatures, topics, commands."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from accessd.errors import ConfigError, ProtocolError
+from accessd.events import Event, EventType, JournalEntry, utcnow
+from accessd.protocol.codec import SCHEMAS, decode, encode, schema, validate
+from accessd.protocol.commands import make_command, verify_command
+from accessd.protocol.signing import OfficeKey, PublicKeys, canonical, public_line, reason_of
+from accessd.protocol.topics import Topics, all_events, parse_door_topic
+from accessd.uplink.outbox import event_message
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_every_schema_is_valid_and_documented(name):
+    Draft202012Validator.check_schema(schema(name))
+    assert f"`{name}.json`" in DOCS.read_text()
+
+
+def test_a_journal_entry_on_the_wire_matches_the_event_schema():
+    entry = JournalEntry(7, "abc", "s1", "d1", Event(EventType.ACCESS_DENIED, reader="r",
+                                                     result="denied", reason="expired",
+                                                     detail={"direction": "entry"}))
+    msg = event_message(entry)
+    validate("event", msg)
+    assert json.loads(encode(msg))["seq"] == 7
+    with pytest.raises(ProtocolError, match="invalid: event: seq"):
+        validate("event", {**msg, "seq": 0})
+
+
+def test_size_is_checked_before_parsing():
+    with pytest.raises(ProtocolError, match="too_large"):
+        decode(b"[" * 5000, max_bytes=4096)  # would be a too_deep if parsed
+    assert decode(b"[1]", max_bytes=3) == [1]
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"[" * 17 + b"]" * 17, "too_deep"),
+    (b"[" * 100000 + b"]" * 100000, "too_deep"),
+    (b"{'single': 'quotes'}", "malformed"),
+    (b"\xc3\x28", "malformed"),
+    (b"", "malformed"),
+])
+def test_decode_rejects_with_a_reason(raw, reason):
+    with pytest.raises(ProtocolError) as exc:
+        decode(raw, max_bytes=10**7)
+    assert reason_of(exc.value) == reason
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=20)
+KEY = OfficeKey.generate()
+
+
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=6))
+def test_signature_round_trip_through_the_wire(payload):
+    env = json.loads(encode(KEY.sign(payload)))  # any key order, any re-encoding
+    assert PublicKeys([KEY.public]).verify(env) == payload
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=8), st.integers(), min_size=1))
+def test_any_change_breaks_the_signature(payload):
+    env = KEY.sign(payload)
+    key = next(iter(payload))
+    env["payload"] = {**payload, key: payload[key] + 1}
+    with pytest.raises(ProtocolError, match="bad_signature"):
+        PublicKeys([KEY.public]).verify(env)
+
+
+def test_canonical_form_is_stable():
+    assert canonical({"b": 1, "a": "é", "c": [1, {"y": 2, "x": 1}]}) == \
+        '{"a":"é","b":1,"c":[1,{"x":1,"y":2}]}'.encode()
+
+
+def test_public_key_file_allows_a_key_rollover(tmp_path):
+    old, new = OfficeKey.generate(), OfficeKey.generate()
+    f = tmp_path / "office.pub"
+    f.write_text(f"# office keys\n{public_line(old.public)}\n{public_line(new.public)}\n")
+    keys = PublicKeys.load(f)
+    assert keys.verify(old.sign({"a": 1})) == keys.verify(new.sign({"a": 1}))
+    f.write_text("nothing here\n")
+    with pytest.raises(ConfigError, match="no Ed25519 public key"):
+        PublicKeys.load(f)
+
+
+def test_private_key_permissions_are_checked(tmp_path):
+    KEY.save(tmp_path / "k.key", tmp_path / "k.pub")
+    assert OfficeKey.load(tmp_path / "k.key").key_id == KEY.key_id
+    (tmp_path / "k.key").chmod(0o644)
+    with pytest.raises(ConfigError, match="too open"):
+        OfficeKey.load(tmp_path / "k.key")
+
+
+def test_topics():
+    t = Topics("accessd", "morez", "front")
+    assert t.event == "accessd/morez/front/event"
+    assert t.rules_snapshot == "accessd/morez/rules/snapshot"
+    assert all_events("accessd") == "$share/accessd-collectors/accessd/+/+/event"
+    assert parse_door_topic(t.event, "accessd") == ("morez", "front", "event")
+    assert parse_door_topic(t.rules_delta, "accessd") is None
+    with pytest.raises(ValueError):
+        _ = Topics("accessd", "morez").event
+
+
+def test_command_window():
+    keys = PublicKeys([KEY.public])
+    now = utcnow()
+    raw = encode(make_command(KEY, type="release", site="s", door="d", operator="o", now=now))
+    assert verify_command(raw, keys, site="s", door="d", now=now)["type"] == "release"
+    for when, reason in ((now + timedelta(seconds=31), "expired"),
+                         (now - timedelta(seconds=31), "not_yet_valid"),
+                         (None, "clock_untrusted")):
+        with pytest.raises(ProtocolError) as exc:
+            verify_command(raw, keys, site="s", door="d", now=when)
+        assert reason_of(exc.value) == reason
+    long = encode(make_command(KEY, type="release", site="s", door="d", operator="o",
+                               ttl_s=3600, now=now))
+    with pytest.raises(ProtocolError, match="bad_window"):
+        verify_command(long, keys, site="s", door="d", now=now)
+    with pytest.raises(ProtocolError, match="too_large"):
+        verify_command(b" " * 5000, keys, site="s", door="d", now=now)
