@@ -293,5 +293,5 @@ def power_cut(ctx: Context, res: Result) -> None:
         prev_last = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
         conn.close()
     res.figures.update({"kinds": counts, "kills_mid_operation": mid, "rules_after_cut": outcome})
-    res.notes.append(f"kills by moment {json.dumps(counts)}; landed before the operation "
-                     f"finished {json.dumps(mid)}; rules after the cut {json.dumps(outcome)}")
+    res.notes.append(f"kills by moment {json.dumps(counts)}; helper still running at the "
+                     f"kill {json.dumps(mid)}; rules after the cut {json.dumps(outcome)}")
