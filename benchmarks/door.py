@@ -122,14 +122,19 @@ class FloorLoop:
         self.port.close()
 
 
-def timed_tap(pty: Pty, frame: bytes, stamp: Stamp) -> float | None:
-    """Write `frame` as described above; milliseconds from the last byte to `stamp`."""
+def tap_times(pty: Pty, frame: bytes, stamp: Stamp) -> tuple[float, float | None]:
+    """Write `frame` as described above: (perf_counter before the last byte, `stamp`)."""
     stamp.clear()
     pty.write(frame[:-1])
     time.sleep(GAP_BEFORE_LAST_S)
     t0 = time.perf_counter()
     pty.write(frame[-1:])
-    t1 = stamp.wait()
+    return t0, stamp.wait()
+
+
+def timed_tap(pty: Pty, frame: bytes, stamp: Stamp) -> float | None:
+    """Milliseconds from the last byte written to `stamp` (None if it never came)."""
+    t0, t1 = tap_times(pty, frame, stamp)
     return None if t1 is None else (t1 - t0) * 1000.0
 
 
@@ -169,9 +174,14 @@ class InProcessDaemon:
         self.daemon.start()
         # after each journal commit (the same hook the uplink uses): the tap is finished
         self.journaled = Stamp()
-        self.controller.listeners.append(lambda entry: self.journaled.set(time.perf_counter()))
+        self.last_entry: Any = None
+        self.controller.listeners.append(self._journaled)
         self._loop = threading.Thread(target=self.daemon.loop, name="daemon-loop", daemon=True)
         self._loop.start()
+
+    def _journaled(self, entry: Any) -> None:
+        self.last_entry = entry
+        self.journaled.set(time.perf_counter())
 
     @property
     def controller(self) -> Any:

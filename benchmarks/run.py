@@ -45,14 +45,14 @@ class Plan:
     network: dict[str, Any]
 
 
-FULL = Plan(tap_samples=2000, tap_warmup=100, decision_samples=50_000, flood_samples=400,
+FULL = Plan(tap_samples=1500, tap_warmup=100, decision_samples=50_000, flood_samples=300,
             startup_runs=7, rss_taps=300,
-            network={"events": 1000, "outbox_events": 100_000, "ingest_doors": 50,
-                     "ingest_events": 100_000, "snapshot": 100_000, "sync_taps": 200})
+            network={"events": 200, "outbox_events": 100_000, "ingest_doors": 50,
+                     "ingest_events": 50_000, "snapshot": 100_000, "sync_runs": 2})
 QUICK = Plan(tap_samples=150, tap_warmup=20, decision_samples=5_000, flood_samples=40,
              startup_runs=3, rss_taps=60,
              network={"events": 100, "outbox_events": 5_000, "ingest_doors": 10,
-                      "ingest_events": 5_000, "snapshot": 100_000, "sync_taps": 30})
+                      "ingest_events": 5_000, "snapshot": 100_000, "sync_runs": 1})
 
 
 def log(msg: str) -> None:
