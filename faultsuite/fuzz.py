@@ -1,1 +1,237 @@
-"""placeholder"""
+"""Fuzzing every parser of outside input with Hypothesis: the reader's frame parser and the
+network's decoders (acknowledgements, events, commands, rule documents).
+
+Properties: nothing but the parser's documented error (ProtocolError) escapes; the frame parser
+yields exactly the valid frames an independent oracle finds (so noise never makes a card); no
+mutation of a signed command or rule document is accepted unless its payload is the signed one
+(so no input forges a release or a member). Atheris is used too when it is installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from typing import Any
+
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+
+from faultsuite.core import Context, Result, scenario
+from faultsuite.reader import FRAME, cards_on_the_line, frame
+
+
+def _settings(n: int) -> settings:
+    return settings(max_examples=n, deadline=None, database=None, derandomize=False,
+                    suppress_health_check=list(HealthCheck))
+
+
+def _oracle_frames(stream: bytes) -> list[str]:
+    out = []
+    for m in FRAME.finditer(stream):
+        text = m.group(1).decode()
+        if text[:10].upper() in cards_on_the_line(m.group(0)):
+            out.append(text[:10].upper())
+    return out
+
+
+hexuid = st.integers(0, (1 << 40) - 1).map(lambda i: f"{i:010X}")
+pieces = st.one_of(
+    st.binary(max_size=64),
+    hexuid.map(frame),
+    hexuid.map(lambda u: frame(u, bad_checksum=True)),
+    hexuid.map(frame).flatmap(lambda f: st.integers(1, len(f) - 1).map(lambda i: f[:i])),
+    st.sampled_from([b"\x02", b"\x03", b"\x02\x03", b"0", b"F"]),
+)
+
+
+def fuzz_frames(ctx: Context, res: Result, n: int) -> None:
+    from accessd.readers.em4100 import FrameParser
+
+    count = [0]
+
+    @seed(ctx.seed)
+    @_settings(n)
+    @given(st.lists(pieces, max_size=40), st.lists(st.integers(1, 32), min_size=1, max_size=8))
+    def prop(parts: list[bytes], cuts: list[int]) -> None:
+        count[0] += 1
+        stream = b"".join(parts)
+        parser, got, i, k = FrameParser(), [], 0, 0
+        while i < len(stream):  # fed in arbitrary chunks, as the serial port returns them
+            step = cuts[k % len(cuts)]
+            got += parser.feed(stream[i:i + step])
+            i, k = i + step, k + 1
+        assert got == _oracle_frames(stream), (stream, got)
+
+    _run(res, "frame parser", prop, count)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=30)
+
+
+def _doc_like(base: dict[str, Any]) -> st.SearchStrategy[bytes]:
+    """Random JSON, random bytes, and the valid document with fields replaced or dropped."""
+    keys = list(base)
+
+    @st.composite
+    def mutate(draw: Any) -> bytes:
+        doc = dict(base)
+        for _ in range(draw(st.integers(1, 3))):
+            k = draw(st.sampled_from([*keys, "extra"]))
+            if draw(st.booleans()) and k in doc:
+                del doc[k]
+            else:
+                doc[k] = draw(json_values)
+        return json.dumps(doc).encode()
+
+    return st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode()),
+                     mutate())
+
+
+def fuzz_network(ctx: Context, res: Result, n: int) -> None:
+    from accessd.errors import ProtocolError
+    from accessd.protocol.codec import COMMAND_MAX_BYTES, EVENT_MAX_BYTES, decode, validate
+    from accessd.protocol.commands import make_command, verify_command
+    from accessd.protocol.rules import make_snapshot, read_rule_document
+    from accessd.protocol.signing import OfficeKey, PublicKeys
+
+    key = OfficeKey.generate()
+    keys = PublicKeys([key.public])
+    cmd = make_command(key, type="release", site="faults", door="front", operator="o",
+                       seconds=5)
+    good_cmd = json.dumps(cmd).encode()
+    snap = make_snapshot(key, site="faults", version=3,
+                         members=[{"id": "m-1", "name": "A", "plan": "subscriber",
+                                   "status": "active", "valid_from": None,
+                                   "valid_until": None}],
+                         credentials=[{"hash": "a" * 64, "member_id": "m-1",
+                                       "status": "active"}])
+    good_snap = json.dumps(snap).encode()
+    from accessd.events import parse_ts
+
+    now = parse_ts(cmd["payload"]["issued_at"])
+
+    def parser(name: str, fn: Any, base: dict[str, Any]) -> None:
+        count = [0]
+
+        @seed(ctx.seed)
+        @_settings(n)
+        @given(_doc_like(base))
+        def prop(raw: bytes) -> None:
+            count[0] += 1
+            with contextlib.suppress(ProtocolError):
+                fn(raw)
+
+        _run(res, name, prop, count)
+
+    def ack(raw: bytes) -> None:
+        validate("ack", decode(raw, max_bytes=1024))
+
+    def event(raw: bytes) -> None:
+        validate("event", decode(raw, max_bytes=EVENT_MAX_BYTES))
+
+    def command(raw: bytes) -> None:
+        payload = verify_command(raw, keys, site="faults", door="front", now=now)
+        assert payload == cmd["payload"], f"a forged command was accepted: {payload}"
+
+    def rules(raw: bytes) -> None:
+        payload = read_rule_document(raw, keys, site="faults")
+        assert payload == snap["payload"], f"a forged rule document was accepted: {payload}"
+
+    def decode_only(raw: bytes) -> None:
+        decode(raw, max_bytes=COMMAND_MAX_BYTES)
+
+    parser("ack", ack, {"v": 1, "acked": 5})
+    parser("event", event, {"v": 1, "seq": 1, "id": "x", "site": "faults", "door": "front",
+                            "type": "access.granted", "ts": "2026-01-01T00:00:00.000Z"})
+    parser("command envelope", command, cmd)
+    parser("command payload", command, {**cmd, "payload": cmd["payload"]})
+    parser("rule document", rules, snap)
+    parser("decode", decode_only, {"a": [1, {"b": 2}]})
+
+    # byte-level mutations of the genuine signed documents: flips anywhere in the bytes
+    for name, good, fn in (("command bytes", good_cmd, command),
+                           ("rule bytes", good_snap, rules)):
+        _flips(ctx, res, n, name, good, fn)
+
+
+def _flips(ctx: Context, res: Result, n: int, name: str, good: bytes, fn: Any) -> None:
+    """Byte-level mutations of a genuine signed document: flips anywhere in its bytes."""
+    from accessd.errors import ProtocolError
+
+    count = [0]
+
+    @seed(ctx.seed)
+    @_settings(n)
+    @given(st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)),
+                    min_size=1, max_size=4))
+    def prop(flips: list[tuple[int, int]]) -> None:
+        count[0] += 1
+        raw = bytearray(good)
+        for pos, val in flips:
+            raw[pos] = val
+        with contextlib.suppress(ProtocolError):
+            fn(bytes(raw))
+
+    _run(res, name, prop, count)
+
+
+def _run(res: Result, name: str, prop: Any, count: list[int]) -> None:
+    try:
+        prop()
+    except Exception as exc:
+        res.fail(f"{name}: {type(exc).__name__}: {str(exc)[:500]}")
+    res.trials += count[0]
+    res.figures.setdefault("inputs", {})[name] = count[0]
+
+
+@scenario("fuzz_parsers",
+          "Hypothesis on the frame parser and every network parser: only the documented error "
+          "escapes, frames = oracle, no forged command or rule document accepted", order=60)
+def fuzz_parsers(ctx: Context, res: Result) -> None:
+    fuzz_frames(ctx, res, ctx.n(3000, 120_000))
+    fuzz_network(ctx, res, ctx.n(500, 20_000))
+    _atheris(ctx, res, ctx.n(20_000, 300_000))
+
+
+ATHERIS = """
+import sys, atheris
+with atheris.instrument_imports():
+    from accessd.errors import ProtocolError
+    from accessd.protocol.codec import decode, validate
+    from accessd.readers.em4100 import FrameParser
+
+def one(data):
+    FrameParser().feed(data)  # any exception is a crash
+    try:
+        validate(["ack", "event", "command", "rules"][len(data) % 4],
+                 decode(data, max_bytes=65536))
+    except ProtocolError:
+        pass
+
+atheris.Setup(sys.argv, one)
+atheris.Fuzz()
+"""
+
+
+def _atheris(ctx: Context, res: Result, runs: int) -> None:
+    """Coverage-guided fuzzing of the frame parser and the decoders, where atheris installs."""
+    import subprocess
+
+    from faultsuite.daemon import PYTHON, ROOT
+
+    probe = subprocess.run([PYTHON, "-c", "import atheris"], capture_output=True)
+    if probe.returncode != 0:
+        res.notes.append("atheris is not installed (pip install atheris); Hypothesis only")
+        return
+    r = subprocess.run([PYTHON, "-c", ATHERIS, f"-runs={runs}", f"-seed={ctx.seed % 2**31}",
+                        "-max_len=4096"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=1800)
+    done = re.findall(r"Done (\d+) runs", r.stderr)
+    res.trials += int(done[-1]) if done else 0
+    res.figures.setdefault("inputs", {})["atheris"] = int(done[-1]) if done else 0
+    res.check(r.returncode == 0, f"atheris found a crash: {r.stderr[-1500:]}")
