@@ -1,0 +1,45 @@
+"""Product bugs found by the fault suite (faultsuite/, docs/reliability.md), one minimal test each.
+
+Each is marked xfail(strict=True) until the product is fixed: the fix makes it pass, and then
+strict xfail fails the run, which is the reminder to drop the marker.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pytest
+from conftest import write_config
+
+from accessd.config import load_config
+from accessd.errors import JournalFullError
+from accessd.readers.base import CardRead
+
+
+@pytest.mark.xfail(strict=True, reason="Daemon.stop() drops events still held in memory (journal "
+                                       "read-only or full) without a word: found by "
+                                       "disk_full_readonly; fix: log them at ERROR (and spool)")
+def test_events_held_in_memory_are_not_lost_silently_at_stop(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from accessd.daemon.service import Daemon
+
+    daemon = Daemon(load_config(write_config(tmp_path)))
+    try:
+        daemon.start()
+        c = daemon.controller
+        assert c is not None
+
+        def read_only(events: object) -> list:
+            raise JournalFullError("journal.db: attempt to write a readonly database")
+
+        c.journal.append_many = read_only  # type: ignore[method-assign]
+        c.on_card(CardRead("door", "0A1B2C3D4E", "simulated"))
+        assert c.pending_events == 1
+    finally:
+        with caplog.at_level(logging.INFO):
+            daemon.stop()
+    lost = [r for r in caplog.records if r.levelno >= logging.ERROR
+            and re.search(r"\b[12] (held )?events?\b", r.getMessage())]
+    assert lost, "events held in memory vanished at stop with no ERROR saying how many"
