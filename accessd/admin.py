@@ -8,13 +8,17 @@ reads the rule cache afresh on each tap, so a change takes effect at the next ca
 
 from __future__ import annotations
 
+import os
+import pwd
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from accessd.config import Config
 from accessd.credentials import CredentialHasher, load_or_create_site_secret, short
 from accessd.decision import Plan, Status
+from accessd.errors import AccessdError
 from accessd.events import Event, EventType
 from accessd.store.journal import Journal
 from accessd.store.rules import Member, RuleCache
@@ -31,6 +35,7 @@ class Site:
 
     @classmethod
     def open(cls, config: Config) -> Site:
+        _refuse_root_on_service_files(config.storage.dir)
         key = load_or_create_site_secret(config.site.secret_file)
         return cls(config, RuleCache(config.storage.rules_db),
                    Journal(config.storage.journal_db, config.site.id, config.site.door),
@@ -45,6 +50,20 @@ class Site:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _refuse_root_on_service_files(storage: Path) -> None:
+    """Root writing the service's databases would leave files the daemon cannot write."""
+    if os.geteuid() != 0 or not storage.exists():
+        return
+    owner = storage.stat().st_uid
+    if owner != 0:
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        raise AccessdError(f"{storage} belongs to {name}: run this as that user "
+                           f"(sudo -u {name} accessd …, or the installed /usr/local/bin/accessd)")
 
 
 def _member_detail(member: Member) -> dict[str, Any]:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
 _STA_UNSYNC = 0x0040
 _TIME_ERROR = 5
@@ -53,10 +55,18 @@ class ClockTrust:
         self.cache_s = cache_s
         self._cached: tuple[float, bool] | None = None
 
+    _warned = False
+
     def _synced(self) -> bool:
         if TIMESYNCD_FLAG.exists():
             return True
-        return bool(kernel_synchronised())
+        state = kernel_synchronised()
+        if state is None and not self._warned:
+            self._warned = True
+            log.warning("the kernel's time-sync state cannot be read (adjtimex refused); "
+                        "only systemd-timesyncd's %s can mark the clock trusted",
+                        TIMESYNCD_FLAG)
+        return bool(state)
 
     def trusted(self, now: datetime | None = None) -> bool:
         if self.trust == "never":

@@ -272,3 +272,15 @@ def test_lockdown_reports_errors_in_one_line():
     ]
     assert run_lockdown("--pin", "40", "--factory", "mock").returncode == 2
     assert run_lockdown("--active-high", "maybe", "--factory", "mock").returncode == 2
+
+
+def test_lockdown_reads_the_site_configuration(tmp_path):
+    cfg = tmp_path / "accessd.toml"
+    cfg.write_text('[[readers]]\nname = "d"\ntype = "simulated"\n[lock]\ntype = "fail-safe"\n'
+                   '[pins]\nfactory = "mock"\nlock_relay = 23\n')
+    proc = run_lockdown("--config", str(cfg), "--pin", "17", "--factory", "nonsense")
+    assert proc.returncode == 0, proc.stderr
+    assert "BCM23 driven high (locked, fail-safe" in proc.stdout  # the file wins
+    proc = run_lockdown("--config", str(tmp_path / "missing.toml"), "--factory", "mock")
+    assert proc.returncode == 0  # unreadable file: the flags are the fallback
+    assert "using the command-line values" in proc.stderr and "BCM17 driven low" in proc.stdout

@@ -156,7 +156,8 @@ def test_install_dry_run() -> None:
     out = proc.stdout
     for needle in ("useradd", "accessd", "gpio", "dialout", "plugdev", "/opt/accessd/venv",
                    "/etc/systemd/system/accessd.service", "lockdown.conf",
-                   "accessd.door.lockdown --pin 17 --lock-type fail-secure",
+                   "accessd.door.lockdown --config /etc/accessd/accessd.toml --pin 17 "
+                   "--lock-type fail-secure",
                    "systemctl enable accessd.service", "/etc/accessd/accessd.toml",
                    "/usr/local/bin/accessd", "sudo -u accessd"):
         assert needle in out, f"dry run does not mention {needle!r}"

@@ -172,3 +172,20 @@ def test_wal_mode_and_full_sync(tmp_path: Path) -> None:
     db.conn.close()
     assert sqlite3.connect(tmp_path / "x.db").execute("PRAGMA integrity_check").fetchone()[0] \
         == "ok"
+
+
+def test_root_cli_refuses_service_owned_state(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from accessd.admin import Site
+    from accessd.config import parse_config
+    from accessd.errors import AccessdError
+
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 4242, 4242)
+    cfg = parse_config(f'[[readers]]\nname = "d"\ntype = "simulated"\n[storage]\n'
+                       f'dir = "{state}"\n')
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(AccessdError, match="belongs to 4242: run this as that user"):
+        Site.open(cfg)
+    assert not (state / "rules.db").exists()

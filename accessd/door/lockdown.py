@@ -44,7 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default true)")
     parser.add_argument("--factory", default="default",
                         help="[pins] factory: default, lgpio, rpigpio, pigpio, native, mock")
+    parser.add_argument("--config", metavar="PATH",
+                        help="read the values from this accessd configuration; the other "
+                             "options are then only the fallback if it cannot be read")
     return parser
+
+
+def _from_config(args: argparse.Namespace) -> None:
+    """Take pin, lock type, polarity and factory from the site's configuration if readable,
+    so that a drop-in written at installation cannot drive a stale pin after an edit."""
+    from accessd.config import load_config
+    from accessd.errors import ConfigError
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"lockdown: warning: {exc}; using the command-line values", file=sys.stderr)
+        return
+    args.pin, args.lock_type = cfg.pins.lock_relay, cfg.lock.type
+    args.active_high, args.factory = cfg.pins.relay_active_high, cfg.pins.factory
 
 
 def lockdown(pin: int, lock_type: str, active_high: bool, factory_name: str) -> bool:
@@ -65,6 +83,8 @@ def lockdown(pin: int, lock_type: str, active_high: bool, factory_name: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.config:
+        _from_config(args)
     if not 1 <= args.pin <= 27:
         print(f"lockdown: error: --pin must be a BCM pin 1..27, got {args.pin}", file=sys.stderr)
         return 2
