@@ -113,6 +113,21 @@ class Site:
         return self.dir / "var"
 
 
+class Cards:
+    """Enrolled card numbers in a random order, each used once before any comes back: a card
+    seen again within the reader's hold-off (2 s) would be dropped as the same presentation."""
+
+    def __init__(self, uids: list[str], rng: random.Random) -> None:
+        self._uids = list(uids)
+        rng.shuffle(self._uids)
+        self._i = 0
+
+    def next(self) -> str:
+        uid = self._uids[self._i % len(self._uids)]
+        self._i += 1
+        return uid
+
+
 def random_uid(rng: random.Random) -> str:
     return f"{rng.getrandbits(40):010X}"
 

@@ -44,7 +44,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import SITE_KEY, Pty, Result, SiteFactory, dist, em4100_frame, pending
+from benchmarks.common import SITE_KEY, Cards, Pty, Result, SiteFactory, dist, em4100_frame, pending
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("event_to_central_ms", "snapshot_apply_s", "decision_during_sync_ms",
@@ -185,26 +185,35 @@ class CollectorProc:
 
 
 class PostgresCluster:
-    """A private PostgreSQL cluster (initdb in a temporary folder, a free port, trust auth)."""
+    """A private PostgreSQL cluster (initdb in its own temporary folder, a free port, trust
+    auth on loopback, fsync on as by default). Run as the `postgres` user when we are root:
+    PostgreSQL refuses root."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self) -> None:
+        import tempfile
+
         self.bin = _pg_bin()
         if self.bin is None:
             raise RuntimeError("PostgreSQL (initdb, pg_ctl) is not installed")
-        folder.mkdir(parents=True, exist_ok=True)
+        # its own folder directly under /tmp: the benchmark's folder is private to root
+        self.folder = Path(tempfile.mkdtemp(prefix="accessd-bench-pg-"))
         self.port = _free_port()
         self.prefix = self._as_postgres()
         if self.prefix:
-            shutil.chown(folder, "postgres")
-        data = folder / "data"
-        subprocess.run([*self.prefix, str(self.bin / "initdb"), "-D", str(data), "-A", "trust",
-                        "-U", "postgres", "--no-sync"], check=True, capture_output=True)
-        subprocess.run([*self.prefix, str(self.bin / "pg_ctl"), "-D", str(data), "-l",
-                        str(folder / "log"), "-w", "-o",
-                        f"-p {self.port} -k {folder} -c listen_addresses=127.0.0.1",
-                        "start"], check=True, capture_output=True)
-        self.data = data
+            shutil.chown(self.folder, "postgres")
+        self.data = self.folder / "data"
+        try:
+            subprocess.run([*self.prefix, str(self.bin / "initdb"), "-D", str(self.data), "-A",
+                            "trust", "-U", "postgres", "--no-sync"], check=True,
+                           capture_output=True, text=True)
+            subprocess.run([*self.prefix, str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
+                            str(self.folder / "log"), "-w", "-o",
+                            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1",
+                            "start"], check=True, capture_output=True, text=True)
+        except subprocess.CalledProcessError as exc:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise RuntimeError(f"{exc.cmd[len(self.prefix)]}: {exc.stderr.strip()[-300:]}"
+                               ) from None
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     @staticmethod
@@ -219,6 +228,7 @@ class PostgresCluster:
     def stop(self) -> None:
         subprocess.run([*self.prefix, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m",
                         "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _pg_bin() -> Path | None:
@@ -266,6 +276,7 @@ def bench_event_to_central(sites: SiteFactory, work: Path, broker: Any, *, sampl
 
     rng = random.Random(7)
     members = sites.members_subscribers()
+    cards = Cards(members, rng)
     collector = CollectorProc(broker, str(work / "central-e2c.db"), work, seqs=True,
                               client_id="bench-collector-e2c")
     pty = Pty()
@@ -288,7 +299,7 @@ def bench_event_to_central(sites: SiteFactory, work: Path, broker: Any, *, sampl
             wait_connected(d)
             for i in range(warmup + samples):
                 d.journaled.clear()
-                t0, t1 = tap_times(pty, em4100_frame(rng.choice(members)), d.energised)
+                t0, t1 = tap_times(pty, em4100_frame(cards.next()), d.energised)
                 tj = d.journaled.wait()
                 if t1 is None or tj is None:
                     lost += 1
@@ -354,6 +365,7 @@ def bench_sync(sites: SiteFactory, work: Path, broker: Any, *, runs: int) -> lis
 
     rng = random.Random(8)
     members = sites.members_subscribers()
+    cards = Cards(members, rng)
     key = OfficeKey.generate()
     pub = work / "office.pub"
     pub.write_text(public_line(key.public) + "\n")
@@ -412,7 +424,7 @@ def bench_sync(sites: SiteFactory, work: Path, broker: Any, *, runs: int) -> lis
                 end_after: float | None = None
                 while time.monotonic() < deadline:
                     d.journaled.clear()
-                    t0, t1 = tap_times(pty, em4100_frame(rng.choice(members)), d.energised)
+                    t0, t1 = tap_times(pty, em4100_frame(cards.next()), d.energised)
                     d.journaled.wait()
                     d.relay.lock()
                     if t1 is not None:
@@ -647,7 +659,7 @@ def bench_all(sites: SiteFactory, *, events: int, outbox_events: int, ingest_doo
         events=ingest_events)))
     k = "central_ingest_pg_events_per_s"
     try:
-        pg = PostgresCluster(work / "pg")
+        pg = PostgresCluster()
     except Exception as exc:
         results.append(pending(k, WHAT[k][0], WHAT[k][1], f"no PostgreSQL: {exc}"))
     else:

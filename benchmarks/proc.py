@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Result, Site, SiteFactory, accessd_cmd, random_uid
+from benchmarks.common import Cards, Result, Site, SiteFactory, accessd_cmd, random_uid
 
 
 class DaemonProcess:
@@ -111,6 +111,7 @@ def bench_rss(sites: SiteFactory, *, taps: int) -> Result:
     fifo = _fifo_path(site)
     p = DaemonProcess(site, site.dir / "notify.sock")
     members = sites.members_subscribers()
+    cards = Cards(members, rng)
     try:
         p.wait_ready()
         after_start = p.status()
@@ -122,7 +123,7 @@ def bench_rss(sites: SiteFactory, *, taps: int) -> Result:
         fd = os.open(fifo, os.O_WRONLY)
         try:
             for i in range(taps):
-                uid = random_uid(rng) if i % 10 == 9 else rng.choice(members)
+                uid = random_uid(rng) if i % 10 == 9 else cards.next()
                 os.write(fd, (uid + "\n").encode())
                 time.sleep(0.02)
         finally:
