@@ -67,6 +67,26 @@ class Event:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+def event_to_dict(e: Event) -> dict[str, Any]:
+    out = asdict(e)
+    out["type"], out["ts"] = str(e.type), format_ts(e.ts)
+    return out
+
+
+def event_from_dict(d: dict[str, Any]) -> Event:
+    """The inverse of `event_to_dict` (used to re-read spooled events)."""
+    fields = dict(d)
+    return Event(type=event_type(fields.pop("type")), ts=parse_ts(fields.pop("ts")), **fields)
+
+
+def event_type(text: str) -> EventType:
+    """The enum member, or the string itself for a type from a newer version."""
+    try:
+        return EventType(text)
+    except ValueError:
+        return text  # type: ignore[return-value]
+
+
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     seq: int
@@ -77,12 +97,8 @@ class JournalEntry:
 
     def to_dict(self) -> dict[str, Any]:
         """The wire and `--json` form; the schema is schemas/event.json."""
-        e = self.event
-        out = {"seq": self.seq, "id": self.id, "site": self.site, "door": self.door,
-               **asdict(e)}
-        out["type"] = str(e.type)
-        out["ts"] = format_ts(e.ts)
-        return out
+        return {"seq": self.seq, "id": self.id, "site": self.site, "door": self.door,
+                **event_to_dict(self.event)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)

@@ -12,20 +12,23 @@ the buffered events, in order, as soon as the disk accepts writes again.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from accessd.clock import ClockTrust
 from accessd.credentials import CredentialHasher, short
 from accessd.decision import Decision, Reason, decide
 from accessd.errors import JournalFullError, StoreError
-from accessd.events import Event, EventType, JournalEntry, format_ts, utcnow
+from accessd.events import Event, EventType, JournalEntry, event_to_dict, format_ts, utcnow
 from accessd.guard import UnknownCardGuard
 from accessd.readers.base import CardRead, ReaderStatus
 from accessd.schedule import Schedule
@@ -313,6 +316,38 @@ class DoorController:
         """Feed a door contact edge (or a timer tick) to the state machine and journal it."""
         with self._mutex:
             self.record(*(convert(e) for e in handler(at)))
+
+    def spool(self, folders: list[Path]) -> Path | None:
+        """Save events the journal refused to a JSON-lines file, for the next start to import.
+
+        Called at stop: the first folder that accepts the file wins (the storage folder, else
+        the runtime folder in RAM). Returns the file, or None when nothing was waiting.
+        """
+        with self._mutex:
+            if not self._pending:
+                return None
+            lines = "".join(json.dumps(event_to_dict(e), sort_keys=True) + "\n"
+                            for e in self._pending)
+            for folder in folders:
+                path = folder / f"spool-{time.time_ns()}.jsonl"
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(".tmp")
+                    with tmp.open("w", encoding="utf-8") as fh:
+                        fh.write(lines)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    tmp.rename(path)
+                except OSError as exc:
+                    log.warning("cannot spool held events to %s: %s", folder, exc)
+                    continue
+                log.error("journal unavailable at stop: %d held events spooled to %s, to be "
+                          "journalled at the next start", len(self._pending), path)
+                self._pending.clear()
+                return path
+            log.error("journal unavailable at stop: %d held events LOST (no folder accepted "
+                      "a spool file)", len(self._pending))
+            return None
 
     @property
     def journal_ok(self) -> bool:

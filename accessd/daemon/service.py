@@ -8,12 +8,15 @@ that no code can catch is covered by the unit's ExecStopPost (accessd.door.lockd
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from accessd import __version__
@@ -27,7 +30,7 @@ from accessd.credentials import (
 from accessd.daemon.control import ControlServer
 from accessd.daemon.controller import DoorController
 from accessd.daemon.notify import sd_notify, watchdog_interval
-from accessd.events import Event, EventType, format_ts
+from accessd.events import Event, EventType, event_from_dict, format_ts
 from accessd.guard import UnknownCardGuard
 from accessd.schedule import Schedule
 from accessd.store.journal import Journal
@@ -94,6 +97,7 @@ class Daemon:
         inputs.on_door_opened = lambda at: self._door(self.door_monitor.door_opened, at)
         inputs.on_door_closed = lambda at: self._door(self.door_monitor.door_closed, at)
         inputs.on_exit_request = lambda at: c.on_exit_request()
+        self._import_spools()
         c.record(c.event(EventType.DAEMON_STARTED, detail={
             "version": __version__, "lock": cfg.lock.type,
             "readers": [r.name for r in cfg.readers]}))
@@ -112,6 +116,33 @@ class Daemon:
             reader = build_reader(rc)
             reader.start(c.on_card, c.on_reader_status)
             self.readers.append(reader)
+
+    def spool_folders(self) -> list[Path]:
+        folders = [self.cfg.storage.dir / "spool"]
+        runtime = os.environ.get("RUNTIME_DIRECTORY")
+        if runtime:
+            folders.append(Path(runtime.split(":")[0]) / "spool")
+        return folders
+
+    def _import_spools(self) -> None:
+        """Journal events a previous run could only spool, oldest file first, then delete."""
+        c = self.controller
+        assert c is not None
+        files = sorted((p for d in self.spool_folders() if d.is_dir()
+                        for p in d.glob("spool-*.jsonl")), key=lambda p: p.name)
+        for path in files:
+            try:
+                events = [event_from_dict(json.loads(line))
+                          for line in path.read_text(encoding="utf-8").splitlines() if line]
+            except (OSError, ValueError, TypeError) as exc:
+                log.error("cannot read spooled events %s (kept for inspection): %s", path, exc)
+                continue
+            c.record(c.event(EventType.JOURNAL_UNAVAILABLE, reason="spooled_at_stop",
+                             detail={"spool": path.name, "events": len(events)}), *events)
+            if c.flush():
+                path.unlink()
+                log.warning("journalled %d events spooled by the previous run (%s)",
+                            len(events), path.name)
 
     def _start_uplink(self) -> None:
         try:
@@ -258,6 +289,7 @@ class Daemon:
             if self.controller is not None:
                 self.hardware.relay.lock()
                 self.controller.record(self.controller.event(EventType.DAEMON_STOPPED))
+                self.controller.spool(self.spool_folders())
             if self.uplink is not None:
                 self.uplink.stop()
         finally:

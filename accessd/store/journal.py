@@ -12,7 +12,6 @@ office has *stored* them; unacknowledged entries are the outbox.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import sqlite3
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from accessd.errors import JournalFullError, StoreError
-from accessd.events import Event, EventType, JournalEntry, format_ts, parse_ts, utcnow
+from accessd.events import Event, JournalEntry, event_type, format_ts, parse_ts, utcnow
 from accessd.store.db import connect, transaction
 
 SCHEMA = """
@@ -75,9 +74,7 @@ def _is_disk_error(exc: sqlite3.Error) -> bool:
 def _row_to_entry(row: tuple[Any, ...]) -> JournalEntry:
     (seq, eid, ts, site, door, reader, etype, mid, mname, plan, result, reason, cred,
      trusted, detail) = row
-    with contextlib.suppress(ValueError):  # a type from a newer version stays readable
-        etype = EventType(etype)
-    event = Event(type=etype, ts=parse_ts(ts), reader=reader, member_id=mid,
+    event = Event(type=event_type(etype), ts=parse_ts(ts), reader=reader, member_id=mid,
                   member_name=mname, plan=plan, result=result, reason=reason, credential=cred,
                   clock_trusted=bool(trusted), detail=json.loads(detail))
     return JournalEntry(seq, eid, site, door, event)
