@@ -64,9 +64,9 @@ FULL = Plan(tap_samples=1200, tap_warmup=100, decision_samples=50_000, flood_sam
             startup_runs=5, rss_taps=300,
             network={"events": 200, "outbox_events": 100_000, "ingest_doors": 50,
                      "ingest_events": 40_000, "snapshot": 100_000, "sync_runs": 2})
-QUICK = Plan(tap_samples=150, tap_warmup=20, decision_samples=5_000, flood_samples=40,
+QUICK = Plan(tap_samples=150, tap_warmup=20, decision_samples=5_000, flood_samples=30,
              startup_runs=3, rss_taps=60,
-             network={"events": 100, "outbox_events": 5_000, "ingest_doors": 10,
+             network={"events": 40, "outbox_events": 5_000, "ingest_doors": 10,
                       "ingest_events": 5_000, "snapshot": 100_000, "sync_runs": 1})
 
 
