@@ -124,6 +124,7 @@ autosave_interval 1
 persistent_client_expiration 1d
 max_queued_messages {max_queued}
 max_inflight_messages 100
+set_tcp_nodelay true
 log_dest file {folder}/mosquitto.log
 log_type error
 log_type warning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from mqtt_broker import MOSQUITTO, free_port, needs_mosquitto, wait_for
 
-from accessd.protocol.transport import BrokerSettings, connected_client
+from accessd.protocol.transport import BrokerSettings, connected_client, no_delay
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [needs_mosquitto,
@@ -57,6 +58,11 @@ def test_shipped_config_with_generated_credentials(tmp_path: Path):
         wait_for(lambda: got, message="the door's own event")
         time.sleep(0.2)
         assert got == ["accessd/morez/front/event"]
+        # small packets leave at once: Nagle is off on the clients' sockets (and the broker's)
+        for c in clients:
+            sock = c.socket()
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert "\nset_tcp_nodelay true\n" in conf
         assert (out / "doors/front/mqtt.pw").stat().st_mode & 0o077 == 0
         assert (out / "doors/front/site.key").read_text() == \
             (out / "doors/back/site.key").read_text()
@@ -66,3 +72,13 @@ def test_shipped_config_with_generated_credentials(tmp_path: Path):
             c.loop_stop()
         proc.terminate()
         proc.wait(10)
+
+
+def test_no_delay_tolerates_sockets_without_tcp():
+    a, b = socket.socketpair()  # a Unix socket: TCP_NODELAY does not apply, no error
+    try:
+        no_delay(None, None, a)  # type: ignore[arg-type]
+        no_delay(None, None, object())  # type: ignore[arg-type]
+    finally:
+        a.close()
+        b.close()
