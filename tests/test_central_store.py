@@ -111,3 +111,30 @@ def test_versions_and_sites(store):
     assert store.latest_version("s1") == 1 and store.latest_snapshot("s1") == '{"a":1}'
     store.set_site("s1", name="La Cordée", timezone="Europe/Paris", credential_key="00" * 16)
     assert store.site("s1")["name"] == "La Cordée"
+
+
+def test_a_mixed_batch_counts_new_rows_and_copies_as_row_by_row(store):
+    h = "cd" * 32
+    enrol = ev(3, type="member.enrolled", member_id="m9",
+               detail={"member": {"id": "m9", "name": "Nine", "plan": "subscriber"},
+                       "credential_hash": h, "technology": "em4100"})
+    r = store.store_events([ev(1), ev(2), ev(2), enrol, ev(20, door="d2", floor=20),
+                            ev(21, door="d2"), ev(1)])
+    assert (r.new, r.duplicates) == (5, 2)
+    assert r.doors == {("s1", "d1"), ("s1", "d2")}
+    members, creds = store.rules("s1")
+    assert [m["id"] for m in members] == ["m9"] and creds[0]["hash"] == h
+    r = store.store_events([ev(1), enrol, ev(4)])  # the copy of a host change does nothing
+    assert (r.new, r.duplicates) == (1, 2)
+    assert store.count_events("s1") == 6
+
+
+def test_advance_many_is_advance_for_every_door_in_one_transaction(store):
+    store.store_events([ev(s) for s in (1, 2, 4)] + [ev(s, door="d2") for s in (1, 2, 3)]
+                       + [ev(7, door="d3", floor=7)])
+    marks = store.advance_many([("s1", "d2"), ("s1", "d1"), ("s1", "d3"), ("s1", "d1")])
+    assert marks == {("s1", "d1"): (2, (3, 3)), ("s1", "d2"): (3, None),
+                     ("s1", "d3"): (7, None)}
+    assert store.stored_seq("s1") == {"d1": 2, "d2": 3, "d3": 7}
+    assert store.advance_many([]) == {}
+    assert all(store.advance(s, d) == m for (s, d), m in marks.items())

@@ -169,16 +169,20 @@ class Collector:
             result = self.store.store_events(events)
             self.stats.stored += result.new
             self.stats.duplicates += result.duplicates
+            marks = self.store.advance_many(result.doors)  # one commit for every door
             for site, door in sorted(result.doors):
-                self._acknowledge(site, door)
+                self._acknowledge(site, door, marked=marks[(site, door)])
         for msg in messages:  # only now may the broker forget them
             if msg.qos:
                 self.client.ack(msg.mid, msg.qos)
         for site in set(requests):
             self._republish(site)
 
-    def _acknowledge(self, site: str, door: str, *, resend: bool = False) -> None:
-        mark, hole = self.store.advance(site, door)
+    def _acknowledge(self, site: str, door: str, *, resend: bool = False,
+                     marked: tuple[int, tuple[int, int] | None] | None = None) -> None:
+        """Tell the door its contiguous mark (`marked` if the caller computed it after the
+        batch's commit, else recomputed now) and ask again for a hole that stays open."""
+        mark, hole = marked if marked is not None else self.store.advance(site, door)
         self.stats.doors[f"{site}/{door}"] = mark
         ack: dict[str, Any] = {"v": 1, "acked": mark}
         if hole is None:

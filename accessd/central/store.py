@@ -174,23 +174,51 @@ class CentralStore:
         self.conn.execute("COMMIT")
 
     # -- events -------------------------------------------------------------------------
+    def insert_many(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """One `executemany` (a pipeline on PostgreSQL); how many rows it changed."""
+        if not rows:
+            return 0
+        try:
+            if self.dialect == "postgres":
+                with self.conn.cursor() as cur:
+                    cur.executemany(self._sql(sql), rows)
+                    return max(cur.rowcount, 0)  # psycopg 3: the sum over the rows
+            before = self.conn.total_changes
+            self.conn.executemany(sql, rows)
+            return self.conn.total_changes - before
+        except self._errors as exc:
+            raise StoreError(f"central store: {exc}") from exc
+
     def store_events(self, messages: list[dict[str, Any]]) -> StoreResult:
-        """Insert a batch of validated event messages in one transaction, dropping copies."""
+        """Insert a batch of validated event messages in one transaction, dropping copies.
+
+        Ordinary events go in with one statement for the batch; a host change (which also
+        updates members and credentials when it is new) and a message carrying a `floor`
+        take the per-row path, in their order.
+        """
         new = dup = 0
-        doors = set()
+        doors = {(m["site"], m["door"]) for m in messages}
         received = format_ts(utcnow())
         placeholders = ", ".join("?" * len(EVENT_COLUMNS))
         insert = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({placeholders}) "
                   "ON CONFLICT (site, door, seq) DO NOTHING")
+
+        def row(m: dict[str, Any]) -> tuple[Any, ...]:
+            return (m["site"], m["door"], m["seq"], m["id"], format_ts(parse_ts(m["ts"])),
+                    m["type"], m.get("reader"), m.get("member_id"), m.get("member_name"),
+                    m.get("plan"), m.get("result"), m.get("reason"), m.get("credential"),
+                    int(bool(m["clock_trusted"])),
+                    json.dumps(m.get("detail", {}), sort_keys=True), received)
+
+        special = [m for m in messages if m["type"] in HOST_CHANGES or m.get("floor")]
+        plain = [row(m) for m in messages if m["type"] not in HOST_CHANGES
+                 and not m.get("floor")]
         with self.transaction():
-            for m in messages:
-                doors.add((m["site"], m["door"]))
-                row = (m["site"], m["door"], m["seq"], m["id"], format_ts(parse_ts(m["ts"])),
-                       m["type"], m.get("reader"), m.get("member_id"), m.get("member_name"),
-                       m.get("plan"), m.get("result"), m.get("reason"), m.get("credential"),
-                       int(bool(m["clock_trusted"])),
-                       json.dumps(m.get("detail", {}), sort_keys=True), received)
-                if self.execute(insert, row).rowcount == 1:
+            inserted = self.insert_many(insert, plain)
+            new += inserted
+            dup += len(plain) - inserted
+            for m in special:
+                if self.execute(insert, row(m)).rowcount == 1:
                     new += 1
                     if m["type"] in HOST_CHANGES:
                         self._host_change(m)
@@ -213,27 +241,43 @@ class CentralStore:
 
         Run in its own transaction after the insert committed (see the module docstring).
         """
+        return self.advance_many([(site, door)])[(site, door)]
+
+    def advance_many(self, doors: Iterable[tuple[str, str]]
+                     ) -> dict[tuple[str, str], tuple[int, tuple[int, int] | None]]:
+        """`advance` for every door of a batch in ONE transaction (one commit, not one per
+        door). Run after the batch's insert committed, as `advance`."""
+        out: dict[tuple[str, str], tuple[int, tuple[int, int] | None]] = {}
+        doors = sorted(set(doors))
+        if not doors:
+            return out
+        seen = format_ts(utcnow())
         with self.transaction():
-            row = self.rows("SELECT stored_seq FROM doors WHERE site = ? AND door = ?",
-                            (site, door))
-            mark = row[0][0] if row else 0
-            while True:
-                seqs = [r[0] for r in self.rows(
-                    "SELECT seq FROM events WHERE site = ? AND door = ? AND seq > ? "
-                    "ORDER BY seq LIMIT 5000", (site, door, mark))]
-                run = 0
-                for s in seqs:
-                    if s != mark + run + 1:
-                        break
-                    run += 1
-                mark += run
-                if run < 5000:
+            for site, door in doors:
+                out[(site, door)] = self._advance(site, door, seen)
+        return out
+
+    def _advance(self, site: str, door: str, seen: str) -> tuple[int, tuple[int, int] | None]:
+        row = self.rows("SELECT stored_seq FROM doors WHERE site = ? AND door = ?",
+                        (site, door))
+        mark = row[0][0] if row else 0
+        while True:
+            seqs = [r[0] for r in self.rows(
+                "SELECT seq FROM events WHERE site = ? AND door = ? AND seq > ? "
+                "ORDER BY seq LIMIT 5000", (site, door, mark))]
+            run = 0
+            for s in seqs:
+                if s != mark + run + 1:
                     break
-            self._raise_mark(site, door, mark, format_ts(utcnow()))
-            mark = self.rows("SELECT stored_seq FROM doors WHERE site = ? AND door = ?",
-                             (site, door))[0][0]
-            nxt = self.rows("SELECT min(seq) FROM events WHERE site = ? AND door = ? AND "
-                            "seq > ?", (site, door, mark))[0][0]
+                run += 1
+            mark += run
+            if run < 5000:
+                break
+        self._raise_mark(site, door, mark, seen)
+        mark = self.rows("SELECT stored_seq FROM doors WHERE site = ? AND door = ?",
+                         (site, door))[0][0]
+        nxt = self.rows("SELECT min(seq) FROM events WHERE site = ? AND door = ? AND "
+                        "seq > ?", (site, door, mark))[0][0]
         return mark, ((mark + 1, nxt - 1) if nxt else None)
 
     def stored_seq(self, site: str) -> dict[str, int]:
