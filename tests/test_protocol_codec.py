@@ -133,3 +133,72 @@ def test_command_window():
         verify_command(long, keys, site="s", door="d", now=now)
     with pytest.raises(ProtocolError, match="too_large"):
         verify_command(b" " * 5000, keys, site="s", door="d", now=now)
+
+
+# -- the compiled checkers of a rule document's rows agree with jsonschema ------------------
+
+_MEMBER = {"id": "m-1", "name": "Zoé", "plan": "occasional", "status": "active",
+           "valid_from": None, "valid_until": "2026-12-31", "origin": "site",
+           "updated_at": "2026-11-02T09:00:00.000Z"}
+_CRED = {"hash": "ab" * 32, "member_id": "m-1", "status": "revoked", "technology": None,
+         "origin": "central", "enrolled_at": "x", "updated_at": "y"}
+_ODD = [None, True, 0, 1.5, "", "x", "a" * 65, "a" * 201, "ab" * 32, "AB" * 32, "ab" * 32 + "\n",
+        "2026-12-31", "2026-12-31\n", "31/12/2026", "subscriber", "vip", "site", "active",
+        "revoked", [], {}, ["active"]]
+
+
+def _rows_doc(**arrays: object) -> dict:
+    return {"v": 1, "kind": "delta", "site": "s1", "version": 2, "base_version": 1,
+            "issued_at": "2026-11-02T09:00:00.000Z", **arrays}
+
+
+def _agree(doc: dict) -> None:
+    expected = not list(Draft202012Validator(schema("rules")).iter_errors(doc))
+    try:
+        validate("rules", doc)
+        got = True
+    except ProtocolError as exc:
+        got = False
+        assert str(exc).startswith("invalid: rules: ")
+    assert got == expected, doc
+
+
+@pytest.mark.parametrize(("key", "row"), [("members", _MEMBER), ("credentials", _CRED)])
+def test_row_checkers_agree_with_jsonschema_on_every_field(key, row):
+    _agree(_rows_doc(**{key: [row]}))
+    for field in [*row, "extra"]:
+        _agree(_rows_doc(**{key: [{k: v for k, v in row.items() if k != field}]}))
+        for odd in _ODD:
+            _agree(_rows_doc(**{key: [row, {**row, field: odd}]}))
+    for odd in _ODD:
+        _agree(_rows_doc(**{key: [odd]}))
+        _agree(_rows_doc(removed_members=[odd], removed_credentials=["ab" * 32]))
+        _agree(_rows_doc(removed_credentials=[odd]))
+    _agree(_rows_doc(**{key: {"not": "a list"}}))
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(sorted({*_MEMBER, *_CRED})),
+                                st.sampled_from(_ODD + list(_MEMBER.values())
+                                                + list(_CRED.values())), max_size=8),
+                max_size=3), st.sampled_from(["members", "credentials"]))
+def test_row_checkers_agree_with_jsonschema_on_random_rows(rows, key):
+    _agree(_rows_doc(**{key: rows}))
+
+
+def test_a_faulty_row_is_named_by_its_index_and_field():
+    rows = [dict(_MEMBER, id=f"m-{i}") for i in range(50)]
+    rows[37] = dict(rows[37], plan="vip")
+    with pytest.raises(ProtocolError, match=r"invalid: rules: members/37/plan: 'vip' is not"):
+        validate("rules", _rows_doc(members=rows))
+    with pytest.raises(ProtocolError, match=r"invalid: rules: removed_credentials/1: "):
+        validate("rules", _rows_doc(removed_credentials=["ab" * 32, "C0FFEE"]))
+
+
+def test_depth_counts_containers_only():
+    from accessd.protocol.codec import _depth
+
+    assert [_depth(x) for x in (1, "s", None, [], {}, [1, [2]], {"a": [{"b": 1}]})] == \
+        [0, 0, 0, 1, 1, 2, 3]
+    with pytest.raises(ProtocolError, match="too_deep"):
+        decode(b'{"a": [[[{"b": [1]}]]]}', max_bytes=100, max_depth=5)
+    assert decode(b'{"a": [[[{"b": 1}]]]}', max_bytes=100, max_depth=5)

@@ -267,3 +267,62 @@ def test_decisions_read_the_old_rules_until_the_commit(applier, rules, key, tmp_
 def test_issue_time_is_recorded(applier, rules, key):
     base(applier, key)
     assert rules.get_meta("rule_issued_at") <= format_ts(utcnow())
+
+
+def test_the_wire_form_leaves_out_what_the_door_fills_in(key):
+    stamp = "2026-11-02T09:00:00.000Z"
+    env = make_snapshot(key, site="s1", version=1, members=[
+        {**member("a"), "valid_from": None, "valid_until": None, "origin": "central",
+         "updated_at": stamp},
+        {**member("b"), "valid_until": "2026-12-31", "origin": "site", "updated_at": stamp}],
+        credentials=[{**cred(H[0], "a"), "technology": None, "origin": "central",
+                      "enrolled_at": stamp, "updated_at": stamp},
+                     {**cred(H[1], "b"), "technology": "em4100", "origin": "site",
+                      "enrolled_at": stamp, "updated_at": stamp}])
+    m, c = env["payload"]["members"], env["payload"]["credentials"]
+    assert m[0] == member("a")  # an office row: no origin, no timestamps, no null dates
+    assert m[1] == {**member("b"), "valid_until": "2026-12-31", "origin": "site",
+                    "updated_at": stamp}  # a host's row keeps what the next sync compares
+    assert c[0] == cred(H[0], "a")
+    assert c[1]["origin"] == "site" and c[1]["enrolled_at"] == stamp
+
+
+def test_a_snapshot_writes_only_the_rows_that_changed(applier, rules, key):
+    members = [member(f"m{i}") for i in range(20)]
+    creds = [cred(H[i], f"m{i}") for i in range(19)]
+    t1 = utcnow() - timedelta(hours=2)
+    assert applier.handle(snapshot(key, 1, members, creds, issued_at=t1), "snapshot").applied
+    c = rules.db.conn
+    stamps = dict(c.execute("SELECT id, updated_at FROM members"))
+    assert set(stamps.values()) == {format_ts(t1)}
+    members[3] = {**members[3], "name": "Renamed"}
+    members[4] = {**members[4], "status": "suspended"}
+    creds[5] = cred(H[5], "m6")  # a card moves to another member
+    del members[7]  # m7 leaves, and its card with it (cascade)
+    del creds[7]
+    t2 = utcnow() - timedelta(hours=1)
+    before = c.total_changes
+    out = applier.handle(snapshot(key, 2, members, creds, issued_at=t2), "snapshot")
+    assert out.applied and out.detail["members"] == 19 and out.detail["credentials"] == 18
+    changed = {i for i, s in c.execute("SELECT id, updated_at FROM members")
+               if s == format_ts(t2)}
+    assert changed == {"m3", "m4"}  # the others keep their timestamps: they were not written
+    assert rules.lookup(H[5]).member_id == "m6" and rules.lookup(H[7]) is None
+    assert rules.member("m3").name == "Renamed"
+    assert str(rules.lookup(H[4]).member_status) == "suspended"
+    assert c.total_changes - before < 12  # a handful of rows and the meta, not 40 rows
+    # the same rules again under a new version: nothing but the version is written
+    before = c.total_changes
+    assert applier.handle(snapshot(key, 3, members, creds), "snapshot").applied
+    assert c.total_changes - before == 3  # rule_version, rule_issued_at, rule_kind
+    # and the end state is exactly what a fresh door gets from the same snapshot
+    fresh = RuleCache(Path(rules.path).with_name("fresh.db"))
+    try:
+        other = RuleApplier(fresh, PublicKeys([key.public]), site="s1", door="d1")
+        assert other.handle(snapshot(key, 3, members, creds), "snapshot").applied
+        q = ("SELECT m.id, m.name, m.plan, m.status, m.valid_from, m.valid_until, m.origin, "
+             "c.hash, c.status, c.technology, c.origin FROM members m LEFT JOIN credentials "
+             "c ON c.member_id = m.id ORDER BY m.id, c.hash")
+        assert c.execute(q).fetchall() == fresh.db.conn.execute(q).fetchall()
+    finally:
+        fresh.close()

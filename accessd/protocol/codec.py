@@ -3,11 +3,18 @@
 The size is checked on the raw bytes before any parsing, so a 2 GB payload costs nothing; the
 nesting depth is bounded so that a hostile document cannot exhaust the stack; the schema
 (accessd/schemas/*.json) is checked last, with a message naming the faulty field.
+
+A rule document carries up to hundreds of thousands of rows: jsonschema would take ~14 s
+over 200,000 of them (a recursive descent per value), so the rows of its arrays are checked
+by small checkers compiled from the same schema file (`_Rows`), every row, every field, and
+jsonschema checks the rest of the document. Both agree (tests/test_protocol_codec.py).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -29,16 +36,20 @@ def encode(doc: Any) -> bytes:
 
 
 def _depth(doc: Any) -> int:
-    """Nesting depth, iteratively (a recursive walk could itself overflow)."""
-    deepest, stack = 0, [(doc, 1)]
+    """Nesting depth, iteratively (a recursive walk could itself overflow); only containers
+    are pushed, so the scalars of a 100,000-row document cost one isinstance each."""
+    if not isinstance(doc, dict | list):
+        return 0
+    deepest, stack = 1, [(doc, 1)]
+    containers = (dict, list)
     while stack:
         node, level = stack.pop()
-        if isinstance(node, dict):
-            deepest = max(deepest, level)
-            stack.extend((v, level + 1) for v in node.values())
-        elif isinstance(node, list):
-            deepest = max(deepest, level)
-            stack.extend((v, level + 1) for v in node)
+        if level > deepest:
+            deepest = level
+        values = node.values() if isinstance(node, dict) else node
+        nested = [v for v in values if isinstance(v, containers)]
+        if nested:
+            stack.extend((v, level + 1) for v in nested)
     return deepest
 
 
@@ -71,9 +82,137 @@ def _validator(name: str) -> Draft202012Validator:
 
 def validate(name: str, doc: Any) -> None:
     """Check `doc` against schemas/<name>.json; the error names the first faulty field."""
+    rows = _row_arrays(name)
+    if rows and isinstance(doc, dict):
+        arrays = {k: doc[k] for k in rows if isinstance(doc.get(k), list)}
+        if arrays:  # the rows by their compiled checkers, the rest of the document as below
+            for key, items in arrays.items():
+                rows[key].check(items, name, key)
+            doc = {**doc, **{key: [] for key in arrays}}
+    _jsonschema(name, doc)
+
+
+def _jsonschema(name: str, doc: Any) -> None:
     errors = sorted(_validator(name).iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(document)"
         message = err.message if len(err.message) < 200 else err.message[:200] + "..."
         raise ProtocolError(f"invalid: {name}: {where}: {message}")
+
+
+# -- compiled row checkers -------------------------------------------------------------------
+#
+# Each row schema is turned into the source of one Python function (`_Rows`): a call per row,
+# no call per field. Only the keywords below are understood; a row schema using any other
+# stays with jsonschema. Semantics are jsonschema's: `pattern` is a re.search, string
+# keywords ignore other types, `enum` compares values.
+
+_TYPES = {"string": "type(v) is str", "null": "v is None", "boolean": "type(v) is bool",
+          "object": "type(v) is dict", "array": "type(v) is list"}
+_KEYWORDS = {"type", "enum", "pattern", "minLength", "maxLength", "$ref", "description",
+             "required", "properties", "additionalProperties", "items"}
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _resolve(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        ref = node["$ref"]
+        if not ref.startswith("#/$defs/") or len(node) > 1:
+            raise _Unsupported(ref)
+        node = root["$defs"][ref.removeprefix("#/$defs/")]
+    return node
+
+
+def _expression(root: dict[str, Any], node: dict[str, Any], env: dict[str, Any]) -> str:
+    """A Python expression true when the value `v` satisfies the scalar schema `node`."""
+    node = _resolve(root, node)
+    if set(node) - _KEYWORDS or {"properties", "items", "required"} & set(node):
+        raise _Unsupported(str(sorted(node)))
+    parts = []
+    if "type" in node:
+        types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+        if any(t not in _TYPES for t in types):
+            raise _Unsupported(str(types))
+        parts.append("(" + " or ".join(_TYPES[t] for t in types) + ")")
+    if "enum" in node:
+        if any(not isinstance(a, str | type(None)) for a in node["enum"]):
+            raise _Unsupported("enum")
+        name = f"E{len(env)}"
+        env[name] = frozenset(node["enum"])
+        parts.append(f"(v is None or type(v) is str) and v in {name}")
+    strings = []
+    if "pattern" in node:
+        name = f"P{len(env)}"
+        env[name] = re.compile(node["pattern"]).search
+        strings.append(f"{name}(v) is not None")
+    if "minLength" in node:
+        strings.append(f"len(v) >= {int(node['minLength'])}")
+    if "maxLength" in node:
+        strings.append(f"len(v) <= {int(node['maxLength'])}")
+    if strings:
+        parts.append("(type(v) is not str or (" + " and ".join(strings) + "))")
+    return " and ".join(parts) or "True"
+
+
+class _Rows:
+    """Every item of one array of a schema, checked by one compiled function."""
+
+    def __init__(self, root: dict[str, Any], items: dict[str, Any]) -> None:
+        self.items = {**items, "$defs": root.get("$defs", {})}  # to word an error
+        node = _resolve(root, items)
+        env: dict[str, Any] = {"_MISSING": object()}
+        if node.get("type") == "object":
+            if set(node) - _KEYWORDS or node.get("additionalProperties") is not False:
+                raise _Unsupported("object")
+            env["ALLOWED"] = frozenset(node["properties"])
+            env["REQUIRED"] = frozenset(node.get("required", ()))
+            lines = ["def check(o):",
+                     "    if type(o) is not dict or not o.keys() <= ALLOWED "
+                     "or not REQUIRED <= o.keys():",
+                     "        return False"]
+            for field, sub in node["properties"].items():
+                lines += [f"    v = o.get({field!r}, _MISSING)",
+                          f"    if v is not _MISSING and not ({_expression(root, sub, env)}):",
+                          "        return False"]
+            lines.append("    return True")
+        else:
+            lines = ["def check(v):", f"    return bool({_expression(root, node, env)})"]
+        exec("\n".join(lines), env)  # the source is built above from the schema file
+        self.check_one: Callable[[Any], bool] = env["check"]
+
+    def check(self, items: list[Any], name: str, key: str) -> None:
+        if all(map(self.check_one, items)):
+            return
+        for n, item in enumerate(items):
+            if not self.check_one(item):
+                self._fail(name, key, n, item)
+
+    def _fail(self, name: str, key: str, n: int, item: Any) -> None:
+        """The faulty row, worded by jsonschema (one row: cheap)."""
+        validator = Draft202012Validator(self.items, format_checker=FormatChecker())
+        errors = sorted(validator.iter_errors(item), key=lambda e: list(e.absolute_path))
+        err = errors[0] if errors else None
+        where = "/".join([key, str(n), *(str(p) for p in err.absolute_path)] if err else
+                         [key, str(n)])
+        message = err.message if err else "not accepted"
+        message = message if len(message) < 200 else message[:200] + "..."
+        raise ProtocolError(f"invalid: {name}: {where}: {message}")
+
+
+@cache
+def _row_arrays(name: str) -> dict[str, _Rows]:
+    """The top-level arrays of schemas/<name>.json whose rows get a compiled checker."""
+    root = schema(name)
+    out = {}
+    for key, prop in root.get("properties", {}).items():
+        if prop.get("type") == "array" and "items" in prop and set(prop) <= {"type", "items",
+                                                                             "description"}:
+            try:
+                out[key] = _Rows(root, prop["items"])
+            except _Unsupported:
+                continue
+    return out

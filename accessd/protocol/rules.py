@@ -64,11 +64,20 @@ def make_delta(key: OfficeKey, *, site: str, version: int, base_version: int,
 
 
 def _pick(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    """The document's fields of a row; validity dates always present (null = open)."""
+    """A row in its wire form: what the door cannot fill in itself.
+
+    Left out: null values (an absent validity date is open, an absent technology unknown),
+    and for the office's own rows (`origin` "central", the default) the origin and the
+    timestamps, which the door only needs for host enrolments (`origin` "site": kept whole,
+    so that a later snapshot can tell whether the host changed the row since). A door writes
+    an office row it did not have, or whose content changed, with the document's `issued_at`,
+    and leaves an unchanged one as it is. This roughly halves a snapshot: 100,000 members
+    with one card each is ~19 MiB instead of ~39 MiB (docs/protocol.md).
+    """
     out = {k: row[k] for k in fields if row.get(k) is not None}
-    if "plan" in fields:
-        out.setdefault("valid_from", None)
-        out.setdefault("valid_until", None)
+    if out.get("origin", "central") == "central":
+        for k in ("origin", "enrolled_at", "updated_at"):
+            out.pop(k, None)
     return out
 
 
