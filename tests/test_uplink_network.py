@@ -69,7 +69,11 @@ def kinds(rig: DoorRig) -> list[tuple[str, str | None]]:
     return [(str(e.type), e.reason) for e in rig.uplink_events]
 
 
-def test_rules_reach_an_online_door_within_seconds(tmp_path, broker, office):
+@pytest.mark.parametrize("in_child", [False, True], ids=["in-process", "child-process"])
+def test_rules_reach_an_online_door_within_seconds(tmp_path, broker, office, monkeypatch,
+                                                    in_child):
+    if in_child:  # every document through accessd.uplink.apply, as a large one would go
+        monkeypatch.setattr("accessd.uplink.service.CHILD_APPLY_BYTES", 0)
     key, store, pub = office
     collector = start_collector(store, broker)
     rig = DoorRig(tmp_path / "door", broker, public_key=pub)

@@ -326,3 +326,32 @@ def test_a_snapshot_writes_only_the_rows_that_changed(applier, rules, key):
         assert c.execute(q).fetchall() == fresh.db.conn.execute(q).fetchall()
     finally:
         fresh.close()
+
+
+def test_a_large_document_is_applied_by_a_child_process(rules, key, journal, tmp_path):
+    """accessd.uplink.apply: the same checks and the same one transaction, another process."""
+    from accessd.protocol.signing import public_line
+    from accessd.uplink.apply import apply_in_child
+
+    pub = tmp_path / "office.pub"
+    pub.write_text(public_line(key.public) + "\n")
+
+    def child(raw: bytes, kind: str = "snapshot") -> dict:
+        return apply_in_child(raw, kind, rules=tmp_path / "rules.db",
+                              journal=tmp_path / "journal.db", keys=pub, site="s1",
+                              door="d1", max_bytes=1 << 20)
+
+    out = child(snapshot(key, 1, [member("a")], [cred(H[0], "a")]))
+    assert out["applied"] and out["detail"]["version"] == 1, out
+    assert rules.version == 1 and rules.lookup(H[0]).member_id == "a"
+    before = dump(rules)
+    out = child(tampered(key))
+    assert not out["applied"] and out["reason"] == "bad_signature"
+    out = child(snapshot(key, 1, [], []))
+    assert out["ignored"]
+    out = child(encode(make_delta(key, site="s1", version=3, base_version=2)), "delta")
+    assert out["reason"] == "version_gap" and out["request_snapshot"]
+    assert dump(rules) == before  # every rejection left the cache untouched
+    out = apply_in_child(b"{}", "snapshot", rules=tmp_path / "rules.db", journal=None,
+                         keys=tmp_path / "missing.pub", site="s1", door="d1", max_bytes=1024)
+    assert out["reason"] == "apply_failed" and dump(rules) == before

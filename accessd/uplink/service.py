@@ -30,10 +30,11 @@ from accessd.protocol.topics import Topics
 from accessd.protocol.transport import BrokerSettings, connect, new_client
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
+from accessd.uplink.apply import CHILD_APPLY_BYTES, apply_in_child
 from accessd.uplink.commands import CommandHandler
 from accessd.uplink.homeassistant import UNLOCK, discovery_messages
 from accessd.uplink.outbox import Outbox, event_message
-from accessd.uplink.rulesync import RuleApplier
+from accessd.uplink.rulesync import Outcome, RuleApplier
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ class Uplink:
             self.outbox.on_resend(*ack["resend"])
 
     def _rules(self, payload: bytes, kind: str) -> None:
-        outcome = self.applier.handle(payload, kind)
+        outcome = self._apply(payload, kind)
         if outcome.applied:
             log.info("rules version %s applied (%s)", outcome.detail.get("version"), kind)
             self._emit(Event(EventType.RULES_APPLIED, reason=kind, detail=outcome.detail))
@@ -292,6 +293,25 @@ class Uplink:
                               "ignored" if outcome.ignored else "rejected",
                               "reason": outcome.reason, "at": format_ts(utcnow()),
                               **{k: outcome.detail.get(k) for k in ("kind", "version")}})
+
+    def _apply(self, payload: bytes, kind: str) -> Outcome:
+        """Small documents here; large ones in a child process (accessd.uplink.apply), so
+        that parsing and checking megabytes never holds the daemon's GIL while taps wait."""
+        key_file = self.config.mqtt.rules_public_key_file
+        if len(payload) < CHILD_APPLY_BYTES or self.keys is None or key_file is None:
+            return self.applier.handle(payload, kind)
+        before = self.rules.version
+        out = apply_in_child(payload, kind, rules=self.rules_path, journal=self.journal_path,
+                             keys=key_file, site=self.config.site.id,
+                             door=self.config.site.door,
+                             max_bytes=self.config.mqtt.rules_max_bytes)
+        if out.get("reason") == "apply_failed" and self.rules.version != before:
+            # the child died after its commit, before its answer: the rules are applied
+            return Outcome(applied=True, detail={"kind": kind, "version": self.rules.version,
+                                                 "have_version": before, **self.rules.counts()})
+        return Outcome(applied=bool(out.get("applied")), ignored=bool(out.get("ignored")),
+                       reason=out.get("reason"), detail=dict(out.get("detail") or {}),
+                       request_snapshot=bool(out.get("request_snapshot")))
 
     def _command(self, payload: bytes) -> None:
         outcome = self.commands.check(payload)

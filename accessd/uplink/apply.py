@@ -1,0 +1,100 @@
+"""Apply one rule document in a child process: `python -m accessd.uplink.apply ... < DOC`.
+
+A 100,000-credential snapshot is ~20 MiB of JSON to parse, verify, check and diff against the
+cache: seconds of pure Python. Done in the daemon's interpreter, it holds the GIL in long
+stretches and a tap waits for it (p99 36 ms). So the uplink hands large documents to this
+child, at a lower CPU priority (nice 10): it does every check of `RuleApplier.handle` and
+writes the one rule transaction through its own SQLite connection (WAL: the daemon keeps
+answering from the old rules until the commit), then prints the outcome as one JSON line.
+Small deltas stay in the uplink's thread (`CHILD_APPLY_BYTES`).
+
+Anything that goes wrong in the child (a crash, a kill, a timeout) before its commit leaves
+the cache untouched, as any rejection does; the uplink then reports `apply_failed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+CHILD_APPLY_BYTES = 256 * 1024  # documents at least this large are applied in a child
+NICE = 10
+TIMEOUT_S = 600.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    with contextlib.suppress(OSError):
+        os.nice(NICE)  # taps first: the daemon keeps its priority
+    p = argparse.ArgumentParser(prog="python -m accessd.uplink.apply")
+    p.add_argument("--rules", required=True, help="the door's rule cache (SQLite)")
+    p.add_argument("--journal", help="the door's journal (host enrolments not yet stored)")
+    p.add_argument("--keys", required=True, help="the office's public key file")
+    p.add_argument("--site", required=True)
+    p.add_argument("--door", required=True)
+    p.add_argument("--kind", required=True, choices=("snapshot", "delta"))
+    p.add_argument("--max-bytes", type=int, required=True)
+    args = p.parse_args(argv)
+
+    from accessd.protocol.signing import PublicKeys
+    from accessd.store.journal import Journal
+    from accessd.store.rules import RuleCache
+    from accessd.uplink.rulesync import RuleApplier
+
+    raw = sys.stdin.buffer.read()
+    rules = RuleCache(args.rules)
+    journal = Journal(args.journal, args.site, args.door, readonly=True) if args.journal \
+        else None
+    try:
+        applier = RuleApplier(rules, PublicKeys.load(Path(args.keys)), site=args.site,
+                              door=args.door, journal=journal, max_bytes=args.max_bytes)
+        outcome = applier.handle(raw, args.kind)
+    finally:
+        rules.close()
+        if journal is not None:
+            journal.close()
+    sys.stdout.write(json.dumps({"applied": outcome.applied, "ignored": outcome.ignored,
+                                 "reason": outcome.reason, "detail": outcome.detail,
+                                 "request_snapshot": outcome.request_snapshot}) + "\n")
+    return 0
+
+
+def apply_in_child(raw: bytes, kind: str, *, rules: Path, journal: Path | None, keys: Path,
+                   site: str, door: str, max_bytes: int,
+                   timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+    """Run `main` in a child on `raw`; its outcome (the fields of `rulesync.Outcome`).
+
+    The caller's thread waits in I/O (no GIL held) while the child works. A child that fails
+    gives {"reason": "apply_failed", ...}: its transaction did not commit, unless it died
+    between its commit and its answer, which the caller checks by the rule version.
+    """
+    cmd = [sys.executable, "-m", "accessd.uplink.apply", "--rules", str(rules), "--keys",
+           str(keys), "--site", site, "--door", door, "--kind", kind, "--max-bytes",
+           str(max_bytes)]
+    if journal is not None:
+        cmd += ["--journal", str(journal)]
+    try:
+        done = subprocess.run(cmd, input=raw, capture_output=True, timeout=timeout_s,
+                              check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"reason": "apply_failed", "detail": {"error": f"{type(exc).__name__}: {exc}"}}
+    try:
+        if done.returncode != 0:
+            raise ValueError(f"exit status {done.returncode}")
+        out = json.loads(done.stdout.decode("utf-8").strip().splitlines()[-1])
+        if not isinstance(out, dict):
+            raise ValueError("not an object")
+        return out
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        err = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        return {"reason": "apply_failed", "detail": {"error": f"the child failed: {exc}",
+                                                     "stderr": err}}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
