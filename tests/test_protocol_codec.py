@@ -202,3 +202,32 @@ def test_depth_counts_containers_only():
     with pytest.raises(ProtocolError, match="too_deep"):
         decode(b'{"a": [[[{"b": [1]}]]]}', max_bytes=100, max_depth=5)
     assert decode(b'{"a": [[[{"b": 1}]]]}', max_bytes=100, max_depth=5)
+
+
+_SAMPLE_EVENT = {"v": 1, "seq": 7, "id": "abc", "site": "s1", "door": "d1", "type": "access.granted",
+          "ts": "2026-11-27T07:00:00.000Z", "clock_trusted": True, "detail": {},
+          "reader": "door", "plan": "subscriber", "result": "granted", "floor": 3}
+_ODD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.floats(allow_nan=False),
+                 st.text(max_size=70), st.sampled_from(["s1", "a.b", "subscriber", "denied"]),
+                 st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                 st.lists(st.integers(), max_size=2))
+
+
+@given(st.dictionaries(st.sampled_from([*_SAMPLE_EVENT, "extra"]), _ODD_VALUES, max_size=6),
+       st.sets(st.sampled_from(list(_SAMPLE_EVENT)), max_size=3))
+def test_fast_event_check_is_never_more_lenient_than_the_schema(changes, dropped):
+    from accessd.protocol.codec import _event_ok
+
+    doc = {**_SAMPLE_EVENT, **changes}
+    for key in dropped:
+        doc.pop(key, None)
+    if _event_ok(doc):
+        assert not list(Draft202012Validator(schema("event")).iter_errors(doc)), doc
+
+
+def test_fast_event_check_accepts_what_the_door_sends():
+    from accessd.protocol.codec import _event_ok
+
+    entry = JournalEntry(3, "id", "s1", "d1", Event(EventType.DOOR_FORCED, ts=utcnow()))
+    assert _event_ok(event_message(entry, None))
+    assert _event_ok(_SAMPLE_EVENT)
