@@ -39,7 +39,8 @@ hexuid = st.integers(0, (1 << 40) - 1).map(lambda i: f"{i:010X}")
 pieces = st.one_of(
     st.binary(max_size=64),
     hexuid.map(frame),
-    hexuid.map(lambda u: frame(u, bad_checksum=True)),
+    st.tuples(hexuid, st.integers(0, 7)).map(lambda t: frame(t[0], bad_checksum=True,
+                                                             flip=t[1])),
     hexuid.map(frame).flatmap(lambda f: st.integers(1, len(f) - 1).map(lambda i: f[:i])),
     st.sampled_from([b"\x02", b"\x03", b"\x02\x03", b"0", b"F"]),
 )

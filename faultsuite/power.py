@@ -25,6 +25,7 @@ from faultsuite.core import Context, Result, scenario
 from faultsuite.daemon import PYTHON, ROOT, Daemon, Site, check_journal, committed
 
 APPLIER = """
+import contextlib
 import sys
 from pathlib import Path
 from accessd.protocol.signing import PublicKeys
@@ -34,9 +35,12 @@ raw = Path(sys.argv[1]).read_bytes()
 rules = RuleCache(sys.argv[3])
 transaction = rules.transaction
 
+@contextlib.contextmanager
 def announced():  # the suite times its kill from the moment the writing transaction opens
     print("transaction", flush=True)
-    return transaction()
+    with transaction() as conn:
+        yield conn
+    print("committed", flush=True)
 
 rules.transaction = announced
 applier = RuleApplier(rules, PublicKeys.load(Path(sys.argv[2])), site="faults", door="front")
@@ -128,8 +132,9 @@ def apply_sync(rs: RuleSets, which: str) -> float:
     assert p.stdout is not None
     first = p.stdout.readline()
     t0 = time.monotonic()
-    out = p.stdout.read()
-    took = time.monotonic() - t0
+    second = p.stdout.readline()
+    took = time.monotonic() - t0  # from BEGIN to COMMIT
+    out = second + p.stdout.read()
     p.wait(60)
     if "transaction" not in first or "applied" not in out:
         raise RuntimeError(f"rule snapshot not applied: {first}{out}")
@@ -243,6 +248,7 @@ def power_cut(ctx: Context, res: Result) -> None:
         helper: subprocess.Popen[str] | None = None
         purge_upto = 0
         old_version, target = rs.version, ""
+        before = committed(site.journal_path)  # read first: the kill must not wait for it
         if kind == "rules":
             target = "b" if rs.current == "a" else "a"
             rs.build(target)
@@ -252,6 +258,7 @@ def power_cut(ctx: Context, res: Result) -> None:
             time.sleep(rng.uniform(0.0, apply_took * 1.1))
         elif kind == "purge":
             purge_upto = add_old_rows(site, old_rows)
+            before = committed(site.journal_path)
             helper = subprocess.Popen([PYTHON, "-c", PURGER, str(site.journal_path)],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True, cwd=ROOT)
@@ -260,8 +267,8 @@ def power_cut(ctx: Context, res: Result) -> None:
             time.sleep(rng.uniform(0.0, purge_took * 1.1))
         else:
             time.sleep(rng.uniform(0.05, 0.8))
-        before = committed(site.journal_path)
-        time.sleep(rng.uniform(0.0, 0.01))
+            before = committed(site.journal_path)
+            time.sleep(rng.uniform(0.0, 0.01))
         finished = helper is not None and helper.poll() is not None
         _kill(helper, d.proc)  # the power goes: everything at once
         d.kill()

@@ -25,13 +25,14 @@ from faultsuite.daemon import Daemon, Site
 FRAME = re.compile(rb"\x02([0-9A-Fa-f]{12})\x03")
 
 
-def frame(uid: str, *, bad_checksum: bool = False) -> bytes:
+def frame(uid: str, *, bad_checksum: bool = False, flip: int | None = None) -> bytes:
+    """The RDM6300 frame of `uid`; with `bad_checksum`, one bit of the checksum flipped."""
     data = bytes.fromhex(uid)
     x = 0
     for b in data:
         x ^= b
     if bad_checksum:
-        x ^= 1 << random.randrange(8)
+        x ^= 1 << (random.randrange(8) if flip is None else flip)
     return b"\x02" + (data.hex().upper() + f"{x:02X}").encode() + b"\x03"
 
 
