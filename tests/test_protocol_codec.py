@@ -204,9 +204,10 @@ def test_depth_counts_containers_only():
     assert decode(b'{"a": [[[{"b": 1}]]]}', max_bytes=100, max_depth=5)
 
 
-_SAMPLE_EVENT = {"v": 1, "seq": 7, "id": "abc", "site": "s1", "door": "d1", "type": "access.granted",
-          "ts": "2026-11-27T07:00:00.000Z", "clock_trusted": True, "detail": {},
-          "reader": "door", "plan": "subscriber", "result": "granted", "floor": 3}
+_SAMPLE_EVENT = {"v": 1, "seq": 7, "id": "abc", "site": "s1", "door": "d1",
+                 "type": "access.granted", "ts": "2026-11-27T07:00:00.000Z",
+                 "clock_trusted": True, "detail": {}, "reader": "door", "plan": "subscriber",
+                 "result": "granted", "floor": 3}
 _ODD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.floats(allow_nan=False),
                  st.text(max_size=70), st.sampled_from(["s1", "a.b", "subscriber", "denied"]),
                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),

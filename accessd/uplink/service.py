@@ -144,6 +144,17 @@ class Uplink:
         self._inbox.put(("connected", None))
         self._wake.set()
 
+    def _on_connect_fail(self, _c: Any, _u: Any) -> None:
+        """The broker cannot be reached at all: say so once per outage, then keep quiet
+        (paho retries with back-off; events wait in the journal)."""
+        with self._lock:
+            first = not self._state.get("unreachable")
+            self._state.update(connected=False, unreachable=True,
+                               last_error=f"broker {self.settings} unreachable")
+        if first:
+            log.warning("broker %s unreachable; retrying with back-off, events wait in the "
+                        "journal", self.settings)
+
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self._inbox.put(("disconnected", str(rc)))
         self._wake.set()
@@ -176,6 +187,7 @@ class Uplink:
         client.will_set(self.topics.status, encode(self._offline()), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         self.client = client
         self.outbox = Outbox(self.journal, self._send, window=m.outbox_window,
@@ -231,6 +243,7 @@ class Uplink:
     def _dispatch(self, kind: str, data: Any) -> None:
         if kind == "connected":
             log.info("connected to the broker %s", self.settings)
+            self._set(unreachable=False)
             self._set(connected=True, last_error=None)
             self.outbox.on_connected()
             self._publish(self.topics.status, self._status(), retain=True)
