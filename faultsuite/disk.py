@@ -198,6 +198,6 @@ def _scenario(ctx: Context, res: Result, rng: random.Random, loop: Loop) -> None
     res.figures["decided_while_journal_down"] = decided_while_down
     lost = res.figures.get("held_events_lost_at_stop_on_readonly", 0)
     res.notes.append(f"{decided_while_down} grants decided while the journal could not be "
-                     f"written; after a full disk all were recorded; {lost} events held in "
-                     "memory were lost when the daemon stopped on a read-only filesystem "
-                     "(nowhere to write them; see docs/reliability.md)")
+                     f"written; after a full disk all were recorded; {lost} events were held in "
+                     "memory when the daemon stopped on a read-only filesystem (spooled by the "
+                     "daemon if it has a writable spool folder; not yet checked here)")
