@@ -12,6 +12,8 @@ import math
 import os
 import random
 import shutil
+import signal
+import subprocess
 import tty
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -216,6 +218,18 @@ def _toml(v: Any) -> str:
     if isinstance(v, int | float):
         return repr(v)
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10) -> int:
+    """SIGTERM, then SIGKILL if the process has not stopped within `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def venv_python() -> str:

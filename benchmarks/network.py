@@ -32,7 +32,6 @@ import contextlib
 import os
 import random
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,7 +43,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import SITE_KEY, Cards, Pty, Result, SiteFactory, dist, em4100_frame, pending
+from benchmarks.common import (
+    SITE_KEY,
+    Cards,
+    Pty,
+    Result,
+    SiteFactory,
+    dist,
+    em4100_frame,
+    pending,
+    terminate,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("event_to_central_ms", "snapshot_apply_s", "decision_during_sync_ms",
@@ -173,13 +182,7 @@ class CollectorProc:
             return self._cond.wait_for(predicate, timeout)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._thread.join(2)
         self.stderr.close()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import signal
 import socket
 import statistics
 import subprocess
@@ -21,7 +20,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Cards, Result, Site, SiteFactory, accessd_cmd, random_uid
+from benchmarks.common import (
+    Cards,
+    Result,
+    Site,
+    SiteFactory,
+    accessd_cmd,
+    random_uid,
+    terminate,
+)
 
 
 class DaemonProcess:
@@ -67,13 +74,7 @@ class DaemonProcess:
         return out
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.sock.close()
         self.stderr.close()
         return self.proc.returncode
