@@ -218,7 +218,7 @@ class DoorController:
             self.lock_port.release(self.release_s)
             if self.door_monitor is not None:
                 self.door_monitor.exit_requested(self.monotonic(), self.release_s)
-            self.record(self._event(EventType.EXIT_REQUEST, reader=source, result="granted",
+            self.record(self.event(EventType.EXIT_REQUEST, reader=source, result="granted",
                                     reason="exit_request"))
 
     def manual_release(self, operator: str, seconds: float | None = None, *,
@@ -230,7 +230,7 @@ class DoorController:
             if self.door_monitor is not None:
                 self.door_monitor.manual_release(self.monotonic(), seconds)
             etype = EventType.REMOTE_RELEASE if remote else EventType.MANUAL_RELEASE
-            self.record(self._event(etype, result="granted", reason="operator",
+            self.record(self.event(etype, result="granted", reason="operator",
                                     detail={"operator": operator, "seconds": seconds}))
 
     def on_reader_status(self, status: ReaderStatus) -> None:
@@ -242,19 +242,17 @@ class DoorController:
             if previous is None and status.online:
                 return  # first sighting of a healthy reader is not news
             etype = EventType.READER_ONLINE if status.online else EventType.READER_OFFLINE
-            self.record(self._event(etype, reader=status.reader,
+            self.record(self.event(etype, reader=status.reader,
                                     detail={"detail": status.detail}))
 
     def record_door_events(self, events: list[Event]) -> None:
         with self._mutex:
             self.record(*events)
 
-    def _event(self, etype: EventType, **kw: Any) -> Event:
+    def event(self, etype: EventType, **kw: Any) -> Event:
+        """An event stamped now, with the clock's trust at this instant."""
         now = self.wallclock()
         return Event(type=etype, ts=now, clock_trusted=self.clock.trusted(now), **kw)
-
-    def event(self, etype: EventType, **kw: Any) -> Event:
-        return self._event(etype, **kw)
 
     # -- the journal ----------------------------------------------------------------------
     def record(self, *events: Event) -> None:
