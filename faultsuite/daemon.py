@@ -127,6 +127,16 @@ control_socket = "{self.socket}"
         return m.id
 
 
+def until(pred: Any, timeout: float = 10.0) -> bool:
+    """Poll `pred` every 50 ms until it is true (True) or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def log_time(line: str) -> datetime | None:
     m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ", line)
     if not m:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from faultsuite.core import Context, Pending, Result, scenario
-from faultsuite.daemon import Daemon, Site, check_journal, committed
+from faultsuite.daemon import Daemon, Site, check_journal, committed, until
 
 
 class Loop:
@@ -79,15 +79,6 @@ def _fill(target: Path) -> Path:
     return filler
 
 
-def _until(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @scenario("disk_full_readonly",
           "journal filesystem full / read-only: decisions continue, alarm raised, committed "
           "events intact, held events recorded in order when the disk returns", order=50)
@@ -122,7 +113,7 @@ def _scenario(ctx: Context, res: Result, rng: random.Random, loop: Loop) -> None
                 d.tap(members[k % len(members)], grants=True)
                 k += 1
                 time.sleep(0.05)
-            _until(lambda d=d: d.status()["journal"]["held_in_memory"] == 0)
+            until(lambda d=d: d.status()["journal"]["held_in_memory"] == 0)
             before = committed(site.journal_path)
             filler = None
             if kind == "full":
@@ -182,7 +173,7 @@ def _scenario(ctx: Context, res: Result, rng: random.Random, loop: Loop) -> None
                 time.sleep(0.6)
                 continue
             filler.unlink()
-            back = _until(lambda d=d: d.status()["journal"]["writable"]
+            back = until(lambda d=d: d.status()["journal"]["writable"]
                           and d.status()["journal"]["held_in_memory"] == 0)
             res.check(back, f"cycle {cycle} ({kind}): recording did not resume")
             for problem in check_journal(site.journal_path, before):
@@ -198,7 +189,7 @@ def _scenario(ctx: Context, res: Result, rng: random.Random, loop: Loop) -> None
                       "recorded after recovery")
             stamps = [ts for _, t, ts in new if t.startswith("access.")]
             res.check(stamps == sorted(stamps), f"cycle {cycle}: held events out of order")
-            res.check(_until(lambda d=d: not d.status()["alarms"], 5),
+            res.check(until(lambda d=d: not d.status()["alarms"], 5),
                       f"cycle {cycle}: alarm still on after recovery")
             time.sleep(0.6)
     finally:

@@ -20,7 +20,7 @@ import tty
 from pathlib import Path
 
 from faultsuite.core import Context, Result, scenario
-from faultsuite.daemon import Daemon, Site
+from faultsuite.daemon import Daemon, Site, until
 
 FRAME = re.compile(rb"\x02([0-9A-Fa-f]{12})\x03")
 
@@ -90,12 +90,7 @@ def _events(journal: Path, after: int) -> list[tuple[int, str, str | None, str |
 
 
 def _wait_event(journal: Path, after: int, etype: str, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(e[1] == etype for e in _events(journal, after)):
-            return True
-        time.sleep(0.05)
-    return False
+    return until(lambda: any(e[1] == etype for e in _events(journal, after)), timeout)
 
 
 @scenario("reader_faults",
