@@ -41,6 +41,8 @@ class Reason(StrEnum):
     CLOSED_DAY = "closed_day"
     CLOCK_UNTRUSTED = "clock_untrusted"
     READER_LOCKED_OUT = "reader_locked_out"
+    INVALID_RECORD = "invalid_record"  # the card's stored row holds a value that means nothing
+    INTERNAL_ERROR = "internal_error"  # deciding failed unexpectedly: refused, journalled, alarm
 
 
 GRANT_REASONS = frozenset({Reason.SUBSCRIBER, Reason.OPENING_HOURS, Reason.EXIT})
@@ -105,7 +107,7 @@ def decide(
     if record.member_status is Status.SUSPENDED or record.credential_status is Status.SUSPENDED:
         return deny(Reason.MEMBER_SUSPENDED)
 
-    if record.valid_until is not None and now is not None:
+    if record.valid_until is not None and record.valid_until < date.max and now is not None:
         end = _start_of(record.valid_until + timedelta(days=1), schedule)
         if now >= end:
             return deny(Reason.EXPIRED)

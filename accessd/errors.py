@@ -33,6 +33,29 @@ class StoreError(AccessdError):
     """The rule cache or journal could not be read or written."""
 
 
+class CorruptRecord(StoreError, ValueError):
+    """A stored row holds a value this version cannot use (unknown plan or status, bad date)."""
+
+    def __init__(self, message: str, *, member_id: str | None = None,
+                 member_name: str | None = None, credential_status: str | None = None,
+                 member_status: str | None = None) -> None:
+        super().__init__(message)
+        self.member_id, self.member_name = member_id, member_name
+        self.credential_status, self.member_status = credential_status, member_status
+
+
+class ScheduleError(AccessdError, ValueError):
+    """A schedule or date means nothing: unknown time zone, impossible date, hours reversed."""
+
+
+class AlreadyRunning(AccessdError, BlockingIOError):
+    """Another daemon holds the storage folder's lock."""
+
+
+class HostCommandRefused(AccessdError, PermissionError):
+    """A command or option outside the host's fixed list (the sudo wrapper refuses it)."""
+
+
 class JournalFullError(StoreError, OSError):
     """The journal's filesystem refuses writes (full or read-only)."""
 

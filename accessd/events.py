@@ -29,6 +29,8 @@ class EventType(StrEnum):
     READER_OFFLINE = "reader.offline"
     READER_LOCKOUT = "alarm.reader_lockout"
     JOURNAL_UNAVAILABLE = "alarm.journal_unavailable"
+    INTERNAL_ERROR_ALARM = "alarm.internal_error"  # deciding a tap failed unexpectedly
+    RULE_CACHE_ALARM = "alarm.rule_cache"  # a stored rule value cannot be used (once per value)
     MEMBER_ENROLLED = "member.enrolled"
     MEMBER_UPDATED = "member.updated"
     CREDENTIAL_REVOKED = "credential.revoked"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import sqlite3
 from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -161,13 +164,14 @@ class FailingJournal:
     """Stands in for a journal whose filesystem is full, then recovers."""
 
     def __init__(self, real: Journal) -> None:
-        self.real, self.full = real, True
-
-    def append_many(self, events):
         from accessd.errors import JournalFullError
 
+        self.real, self.full = real, True
+        self.error: Exception = JournalFullError("disk is full")
+
+    def append_many(self, events):
         if self.full:
-            raise JournalFullError("disk is full")
+            raise self.error
         return self.real.append_many(events)
 
     def __getattr__(self, name: str):
@@ -210,3 +214,126 @@ def test_untrusted_clock_uses_last_trusted_instant_not_a_wrong_one(rig) -> None:
         wallclock=lambda: datetime(1970, 1, 1, tzinfo=UTC))
     assert fresh.on_card(tap("99887766")).granted
     assert fresh.on_card(tap("11223344")).reason is Reason.EXPIRED  # ended before 2026-11-25
+
+
+# -- the door never stops deciding ----------------------------------------------------------
+SCHEDULE_OK = {"timezone": "Europe/Paris", "opens": "09:00", "closes": "18:00",
+               "days": ["sat"], "closures": []}
+
+
+def by_hand(rules: RuleCache, sql: str, *args: object) -> None:
+    """Write the rule cache as a person with sqlite3 (or an older version) could."""
+    conn = sqlite3.connect(rules.path)
+    try:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute(sql, args)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def events_of(c: DoorController, etype: EventType) -> list:
+    return [e.event for e in c.journal.iter_all() if e.event.type == etype]
+
+
+@pytest.mark.parametrize("bad", [
+    {**SCHEDULE_OK, "timezone": "Europe/Pariss"},
+    {**SCHEDULE_OK, "closures": ["2026-02-30"]},
+    {**SCHEDULE_OK, "opens": "25:00"},
+    {**SCHEDULE_OK, "days": "sat"},
+    "{not json",
+], ids=["zone", "closure", "hour", "days", "json"])
+def test_an_unusable_published_schedule_falls_back_to_the_configured_one(rig, bad) -> None:
+    c, relay, pin, clock, *_ = rig
+    by_hand(c.rules, "INSERT INTO meta(key, value) VALUES ('schedule', ?)",
+            bad if isinstance(bad, str) else json.dumps(bad))
+    assert c.on_card(tap(ANA)).granted  # 22:00 Wednesday: subscribers are not affected
+    relay.lock()
+    clock.when = datetime(2026, 11, 25, 10, 0, tzinfo=PARIS).astimezone(UTC)
+    assert c.on_card(tap(OLI)).reason is Reason.OPENING_HOURS  # the config's Mon-Fri 9-18
+    relay.lock()
+    clock.mono += 10
+    assert c.on_card(tap(OLI)).granted
+    (problem,) = events_of(c, EventType.RULE_CACHE_ALARM)  # once, not on every tap
+    assert problem.reason == "unusable_schedule" and problem.detail["error"]
+    assert [e.reason for e in events_of(c, EventType.ACCESS_GRANTED)] == [
+        "subscriber", "opening_hours", "opening_hours"]
+    by_hand(c.rules, "UPDATE meta SET value = ? WHERE key = 'schedule'", json.dumps(SCHEDULE_OK))
+    relay.lock()
+    assert c.on_card(tap(OLI)).reason is Reason.CLOSED_DAY  # a usable one is used at once
+
+
+@pytest.mark.parametrize("column,value", [
+    ("plan", "vip"), ("status", "gone"), ("valid_until", "2026-02-30"), ("valid_from", "soon"),
+])
+def test_a_bad_stored_member_row_is_denied_and_reported_once(rig, column, value) -> None:
+    c, relay, pin, clock, *_ = rig
+    by_hand(c.rules, f"UPDATE members SET {column} = ? WHERE name = 'Ana'", value)
+    for _ in range(3):
+        clock.mono += 1
+        d = c.on_card(tap(ANA))
+        assert d is not None and not d.granted and d.reason is Reason.INVALID_RECORD
+        assert d.member_name == "Ana"
+    assert not relay.released and pin.state is False
+    denied = events_of(c, EventType.ACCESS_DENIED)
+    assert [(e.reason, e.member_name, e.plan) for e in denied] == [
+        ("invalid_record", "Ana", None)] * 3  # no unknown plan on the wire
+    (problem,) = events_of(c, EventType.RULE_CACHE_ALARM)
+    assert problem.reason == "invalid_record" and problem.member_id == denied[0].member_id
+    assert value in problem.detail["error"]
+    assert c.on_card(tap(OLI)).reason is Reason.OUTSIDE_OPENING_HOURS  # others unaffected
+
+
+def test_a_bad_row_still_says_revoked_and_still_lets_people_out(rig) -> None:
+    c, relay, *_ = rig
+    by_hand(c.rules, "UPDATE members SET valid_until = '2026-02-30', status = 'revoked' "
+                     "WHERE name = 'Ana'")
+    assert c.on_card(tap(ANA)).reason is Reason.MEMBER_REVOKED
+    by_hand(c.rules, "UPDATE members SET status = 'active' WHERE name = 'Ana'")
+    d = c.on_card(tap(ANA, reader="inside", direction="exit"))
+    assert d.granted and d.reason is Reason.EXIT and relay.released  # a known card, inside
+
+
+def test_a_bad_rule_version_does_not_stop_taps(rig) -> None:
+    c, relay, *_ = rig
+    by_hand(c.rules, "INSERT INTO meta(key, value) VALUES ('rule_version', '6.0')")
+    assert c.on_card(tap(ANA)).granted
+    assert c.rule_version() is None
+    assert c.rule_version() is None
+    (problem,) = events_of(c, EventType.RULE_CACHE_ALARM)
+    assert problem.reason == "invalid_version" and "6.0" in problem.detail["error"]
+
+
+def test_an_unexpected_error_is_a_denial_a_journal_entry_and_an_alarm(rig, caplog) -> None:
+    c, relay, pin, clock, *_ = rig
+    by_hand(c.rules, "DROP TABLE credentials")  # every lookup now fails
+    with caplog.at_level(logging.ERROR, logger="accessd.daemon.controller"):
+        for _ in range(3):
+            clock.mono += 1
+            d = c.on_card(tap(ANA))
+            assert d is not None and not d.granted and d.reason is Reason.INTERNAL_ERROR
+    assert not relay.released and pin.state is False
+    assert [e.reason for e in events_of(c, EventType.ACCESS_DENIED)] == ["internal_error"] * 3
+    (alarm,) = events_of(c, EventType.INTERNAL_ERROR_ALARM)
+    assert "no such table" in alarm.detail["error"]
+    assert "internal_error" in c.alarms()
+    assert len([r for r in caplog.records if r.exc_info]) == 1  # the traceback, once
+    assert c.counters.internal_errors == 3
+    clock.mono += 120
+    assert "internal_error" not in c.alarms()
+
+
+def test_a_journal_failing_unexpectedly_holds_the_events(rig, caplog) -> None:
+    c, relay, *_ = rig
+    failing = FailingJournal(c.journal)
+    failing.error = RuntimeError("a bug in the journal")
+    c.journal = failing  # type: ignore[assignment]
+    with caplog.at_level(logging.ERROR, logger="accessd.daemon.controller"):
+        assert c.on_card(tap(ANA)).granted
+        assert not c.on_card(tap(OLI)).granted
+    assert c.pending_events == 2 and "journal_unavailable" in c.alarms()
+    assert len([r for r in caplog.records if r.exc_info]) == 1
+    failing.full = False
+    assert c.flush()
+    assert [e.event.type for e in failing.real.iter_all()][1:] == [
+        EventType.ACCESS_GRANTED, EventType.ACCESS_DENIED]

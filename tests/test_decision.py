@@ -144,3 +144,18 @@ def test_subscriber_admitted_at_any_hour(now: datetime, shift: int) -> None:
     d = decide(member(), now=now + timedelta(hours=shift), clock_trusted=True,
                schedule=SCHEDULE)
     assert d.granted and d.reason is Reason.SUBSCRIBER
+
+
+@given(st.builds(Grant, statuses, st.just("m"), st.just("n"), plans, statuses,
+                 st.none() | st.dates(), st.none() | st.dates()),
+       instants, st.booleans(), zones)
+def test_any_calendar_day_is_decided_never_raised(g: Grant, now: datetime, trusted: bool,
+                                                  tz: str) -> None:
+    """9999-12-31 ("for ever") or 0001-01-01 in a stored row must not make a tap raise."""
+    sched = Schedule(ZoneInfo(tz), time(9), time(18), WEEKDAYS, frozenset())
+    d = decide(g, now=now, clock_trusted=trusted, schedule=sched)
+    assert d.granted == (d.reason in GRANT_REASONS)
+
+
+def test_valid_until_the_last_day_of_the_calendar_is_for_ever() -> None:
+    assert at(member(valid_until=date.max), paris(*WED, 3)).reason is Reason.SUBSCRIBER

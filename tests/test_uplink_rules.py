@@ -355,3 +355,29 @@ def test_a_large_document_is_applied_by_a_child_process(rules, key, journal, tmp
     out = apply_in_child(b"{}", "snapshot", rules=tmp_path / "rules.db", journal=None,
                          keys=tmp_path / "missing.pub", site="s1", door="d1", max_bytes=1024)
     assert out["reason"] == "apply_failed" and dump(rules) == before
+
+
+GOOD_SCHEDULE = {"timezone": "Europe/Paris", "opens": "09:00", "closes": "18:00",
+                 "days": ["mon"], "closures": []}
+
+
+@pytest.mark.parametrize(("make", "kind"), [
+    (lambda k: raw(k, schedule={**GOOD_SCHEDULE, "timezone": "Europe/Pariss"}), "snapshot"),
+    (lambda k: raw(k, schedule={**GOOD_SCHEDULE, "closures": ["2026-02-30"]}), "snapshot"),
+    (lambda k: raw(k, schedule={**GOOD_SCHEDULE, "opens": "18:00", "closes": "09:00"}),
+     "snapshot"),
+    (lambda k: raw(k, members=[{**member("x"), "valid_until": "2026-02-30"}]), "snapshot"),
+    (lambda k: raw(k, members=[{**member("x"), "valid_from": "2026-13-01"}]), "snapshot"),
+    (lambda k: encode(make_delta(k, site="s1", version=2, base_version=1,
+                                 schedule={**GOOD_SCHEDULE, "timezone": "Mars/Olympus"})),
+     "delta"),
+], ids=["zone", "closure", "hours", "until", "from", "delta-zone"])
+def test_a_calendar_that_means_nothing_is_refused_whole(applier, rules, key, make, kind):
+    """Signed by the office and valid by the schema, but an office typo: refused before any
+    write, with its own reason, so the door keeps its previous rules."""
+    base(applier, key)
+    before = dump(rules)
+    out = applier.handle(make(key), kind)
+    assert not out.applied and out.reason == "bad_calendar", out
+    assert out.detail["error"]
+    assert dump(rules) == before

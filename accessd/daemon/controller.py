@@ -8,6 +8,13 @@ member never waits on the SD card; the commit follows at once in the same call.
 If the journal cannot be written (disk full, read-only), the door keeps deciding from the
 cache: events wait in a bounded memory buffer, an alarm is raised, and recording resumes with
 the buffered events, in order, as soon as the disk accepts writes again.
+
+The door never stops deciding. A stored value that means nothing (a published schedule with
+an unknown zone, a member row with an unknown plan or an impossible date) is reported once
+(`alarm.rule_cache`) and worked around: the configured schedule applies, the card is refused
+(`invalid_record`). Any other error while handling a card ends in a denial with the reason
+`internal_error`, journalled like any tap, with an `alarm.internal_error` event, the alarm
+output and the traceback in the log once; the lock is not released.
 """
 
 from __future__ import annotations
@@ -19,15 +26,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from accessd.clock import ClockTrust
 from accessd.credentials import CredentialHasher, short
-from accessd.decision import Decision, Reason, decide
-from accessd.errors import JournalFullError, StoreError
+from accessd.decision import GRANT_REASONS, Decision, Reason, decide
+from accessd.errors import CorruptRecord, JournalFullError, StoreError
 from accessd.events import Event, EventType, JournalEntry, event_to_dict, format_ts, utcnow
 from accessd.guard import UnknownCardGuard
 from accessd.readers.base import CardRead, ReaderStatus
@@ -38,6 +45,7 @@ from accessd.store.rules import RuleCache
 log = logging.getLogger(__name__)
 
 PENDING_LIMIT = 100_000  # events kept in memory while the journal cannot be written
+ERROR_ALARM_S = 60.0  # the internal_error alarm stays on this long after the last failure
 
 
 class LockPort(Protocol):
@@ -79,6 +87,7 @@ class Counters:
     granted: int = 0
     denied: int = 0
     journal_errors: int = 0
+    internal_errors: int = 0
 
 
 class DoorController:
@@ -117,77 +126,221 @@ class DoorController:
         self.listeners: list[Callable[[JournalEntry], None]] = []
         self.last_trusted: datetime | None = journal.latest_trusted_ts()
         self.last_decision: dict[str, Any] | None = None
-        self._schedule_cache: tuple[int, Schedule] | None = None
+        self._schedule_cache: tuple[str | None, Schedule] | None = None
+        self._reported: set[tuple[str, str]] = set()  # rule cache problems already reported
+        self._bad_members: dict[str, str] = {}  # member id -> why their row is unusable
+        self._tracebacks: set[tuple[str, str]] = set()  # errors whose traceback was logged
+        self._error_at: float | None = None  # monotonic instant of the last internal error
+        self.problems: dict[str, str] = {}  # what in the rule cache cannot be used, for status
 
     # -- card presentations -------------------------------------------------------------
     def on_card(self, read: CardRead) -> Decision | None:
-        """Decide, release if granted, then journal. Returns None when enrolment took it."""
-        with self._mutex:
-            if self._take_for_capture(read):
-                return None
-            mono = self.monotonic()
-            guard = self._guards.get(read.reader)
-            if guard is None:
-                guard = self._guards[read.reader] = self._guard_factory()
-            now = self.wallclock()
-            trusted = self.clock.trusted(now)
-            if trusted:
-                self.last_trusted = now
-            locked_out = guard.locked_out(mono)
-            credential = None if locked_out else self.hasher(read.uid)
-            record = None if credential is None else self.rules.lookup(credential)
-            decision = decide(
-                record,
-                now=now if trusted else self.last_trusted,
-                clock_trusted=trusted,
-                schedule=self.schedule(),
-                direction=read.direction,
-                locked_out=locked_out,
-            )
-            if decision.granted:
-                self.lock_port.release(self.release_s)
-                if self.door_monitor is not None:
-                    self.door_monitor.access_granted(mono, self.release_s)
-            events = [Event(
-                type=EventType.ACCESS_GRANTED if decision.granted else EventType.ACCESS_DENIED,
-                ts=now, reader=read.reader, member_id=decision.member_id,
-                member_name=decision.member_name,
-                plan=str(decision.plan) if decision.plan else None,
-                result="granted" if decision.granted else "denied",
-                reason=str(decision.reason),
-                credential=short(credential) if credential else None,
-                clock_trusted=trusted,
-                detail={"direction": read.direction, "technology": read.technology},
-            )]
-            if decision.reason is Reason.UNKNOWN_CREDENTIAL and guard.record_unknown(mono):
-                events.append(Event(
-                    type=EventType.READER_LOCKOUT, ts=now, reader=read.reader,
-                    reason="unknown_card_burst", clock_trusted=trusted,
-                    detail={"lockout_s": guard.lockout_s, "limit": guard.limit,
-                            "window_s": guard.window_s}))
-                log.warning("reader %s locked out for %.0f s after a burst of unknown cards",
-                            read.reader, guard.lockout_s)
-            if decision.granted:
-                self.counters.granted += 1
-            else:
-                self.counters.denied += 1
-            self.last_decision = {"ts": now, "reader": read.reader,
-                                  "result": events[0].result, "reason": events[0].reason,
-                                  "member_name": decision.member_name}
-            self.record(*events)
+        """Decide, release if granted, then journal. Returns None when enrolment took it.
+
+        Never raises: a failure anywhere is a denial (`internal_error`) that is journalled.
+        """
+        try:
+            with self._mutex:
+                if self._take_for_capture(read):
+                    return None
+                decision = self._handle(read)
+        except Exception as exc:  # task boundary: the last net under the stages' own nets
+            self._log_traceback_once(exc, "handling a card failed")
+            return Decision(False, Reason.INTERNAL_ERROR)
         if self.feedback:
-            (self.feedback.granted if decision.granted else self.feedback.denied)()
+            try:
+                (self.feedback.granted if decision.granted else self.feedback.denied)()
+            except Exception as exc:
+                self._log_traceback_once(exc, "the buzzer/LED feedback failed")
         log.info("access %s: %s (reader %s%s)", "granted" if decision.granted else "denied",
                  decision.reason, read.reader,
                  f", member {decision.member_id}" if decision.member_id else "")
         return decision
 
+    def _handle(self, read: CardRead) -> Decision:
+        mono, now = self.monotonic(), self.wallclock()
+        trusted, credential = False, None
+        extra: list[Event] = []
+        try:
+            trusted = self.clock.trusted(now)
+            if trusted:
+                self.last_trusted = now
+            decision, credential, extra = self._decide(read, mono, now, trusted)
+        except Exception as exc:
+            decision = Decision(False, Reason.INTERNAL_ERROR)
+            extra = self._internal_error(exc, "deciding a card", mono, now, trusted)
+        if decision.granted and not self._release(mono, now, trusted, extra):
+            decision = replace(decision, granted=False, reason=Reason.INTERNAL_ERROR)
+        detail: dict[str, Any] = {"direction": read.direction, "technology": read.technology}
+        if decision.reason is Reason.INTERNAL_ERROR and extra:
+            detail["error"] = extra[-1].detail.get("error")
+        access = Event(
+            type=EventType.ACCESS_GRANTED if decision.granted else EventType.ACCESS_DENIED,
+            ts=now, reader=read.reader, member_id=decision.member_id,
+            member_name=decision.member_name,
+            plan=str(decision.plan) if decision.plan else None,
+            result="granted" if decision.granted else "denied",
+            reason=str(decision.reason),
+            credential=short(credential) if credential else None,
+            clock_trusted=trusted, detail=detail,
+        )
+        if decision.granted:
+            self.counters.granted += 1
+        else:
+            self.counters.denied += 1
+        self.last_decision = {"ts": now, "reader": read.reader, "result": access.result,
+                              "reason": access.reason, "member_name": decision.member_name}
+        self.record(access, *extra)
+        return decision
+
+    def _decide(self, read: CardRead, mono: float, now: datetime, trusted: bool
+                ) -> tuple[Decision, str | None, list[Event]]:
+        """The decision, the card's keyed hash, and alarm events that go with it."""
+        guard = self._guards.get(read.reader)
+        if guard is None:
+            guard = self._guards[read.reader] = self._guard_factory()
+        locked_out = guard.locked_out(mono)
+        credential = None if locked_out else self.hasher(read.uid)
+        try:
+            record = None if credential is None else self.rules.lookup(credential)
+        except CorruptRecord as exc:
+            return self._unreadable(exc, read.direction), credential, []
+        if record is not None and record.member_id in self._bad_members:
+            del self._bad_members[record.member_id]  # repaired since
+            self._refresh_problems()
+        decision = decide(
+            record,
+            now=now if trusted else self.last_trusted,
+            clock_trusted=trusted,
+            schedule=self.schedule(),
+            direction=read.direction,
+            locked_out=locked_out,
+        )
+        extra = []
+        if decision.reason is Reason.UNKNOWN_CREDENTIAL and guard.record_unknown(mono):
+            extra.append(Event(
+                type=EventType.READER_LOCKOUT, ts=now, reader=read.reader,
+                reason="unknown_card_burst", clock_trusted=trusted,
+                detail={"lockout_s": guard.lockout_s, "limit": guard.limit,
+                        "window_s": guard.window_s}))
+            log.warning("reader %s locked out for %.0f s after a burst of unknown cards",
+                        read.reader, guard.lockout_s)
+        return decision, credential, extra
+
+    def _release(self, mono: float, now: datetime, trusted: bool, extra: list[Event]) -> bool:
+        """Release for a grant; False when the relay failed and the member was not let in."""
+        try:
+            self.lock_port.release(self.release_s)
+            if self.door_monitor is not None:
+                self.door_monitor.access_granted(mono, self.release_s)
+            return True
+        except Exception as exc:
+            extra += self._internal_error(exc, "releasing the lock", mono, now, trusted)
+            try:
+                if self.lock_port.released:
+                    return True  # the door is open: journal the grant that it is
+                self.lock_port.lock()
+            except Exception as again:
+                self._log_traceback_once(again, "driving the lock after a failed release")
+            return False
+
+    def _unreadable(self, exc: CorruptRecord, direction: str) -> Decision:
+        """The decision for a card whose stored row cannot be used: refused, never granted,
+        except at an exit reader (a known card opens from inside, as with any row).
+
+        What the row still says for certain is kept: revoked or suspended is refused with that
+        reason; anything else with `invalid_record`. The row is reported once.
+        """
+        mid = exc.member_id if isinstance(exc.member_id, str) else None
+        name = exc.member_name if isinstance(exc.member_name, str) else None
+        if direction == "exit":
+            reason = Reason.EXIT
+        elif exc.credential_status == "revoked":
+            reason = Reason.CREDENTIAL_REVOKED
+        elif exc.member_status == "revoked":
+            reason = Reason.MEMBER_REVOKED
+        elif "suspended" in (exc.credential_status, exc.member_status):
+            reason = Reason.MEMBER_SUSPENDED
+        else:
+            reason = Reason.INVALID_RECORD
+        self._bad_members[str(mid)] = str(exc)
+        self._report_problem("invalid_record", f"{mid}:{exc}", str(exc), member_id=mid,
+                             member_name=name)
+        self._refresh_problems()
+        return Decision(reason in GRANT_REASONS, reason, mid, name, None)
+
     def schedule(self) -> Schedule:
-        """The central office's schedule if it published one, else the configuration's."""
-        version = self.rules.version
-        if self._schedule_cache is None or self._schedule_cache[0] != version:
-            self._schedule_cache = (version, self.rules.schedule() or self.config_schedule)
-        return self._schedule_cache[1]
+        """The central office's schedule if it published a usable one, else the configuration's.
+
+        Parsed once per stored value; a value that means nothing (unknown zone, impossible
+        date) is reported once and the configured schedule applies until the office fixes it.
+        """
+        raw = self.rules.get_meta("schedule")
+        if self._schedule_cache is not None and self._schedule_cache[0] == raw:
+            return self._schedule_cache[1]
+        schedule = self.config_schedule
+        self.problems.pop("unusable_schedule", None)
+        if raw is not None:
+            try:
+                schedule = Schedule.from_dict(json.loads(raw))
+            except (ValueError, TypeError, RecursionError) as exc:
+                error = f"published schedule unusable, the configured one applies: {exc}"
+                self.problems["unusable_schedule"] = error
+                self._report_problem("unusable_schedule", raw, error)
+        self._schedule_cache = (raw, schedule)
+        return schedule
+
+    def rule_version(self) -> int | None:
+        """The version of the rules held; None when the stored value is unusable (reported)."""
+        try:
+            version = self.rules.version
+        except (ValueError, TypeError) as exc:
+            error = f"stored rule version unusable: {exc}"
+            self.problems["invalid_version"] = error
+            self._report_problem("invalid_version", str(exc), error)
+            return None
+        self.problems.pop("invalid_version", None)
+        return version
+
+    def _refresh_problems(self) -> None:
+        if self._bad_members:
+            example = next(iter(self._bad_members.values()))
+            self.problems["invalid_record"] = (f"{len(self._bad_members)} member row(s) "
+                                               f"unusable, e.g. {example}")
+        else:
+            self.problems.pop("invalid_record", None)
+
+    def _report_problem(self, reason: str, key: str, error: str, **fields: Any) -> None:
+        """Journal `alarm.rule_cache` and warn, once per distinct unusable value."""
+        with self._mutex:
+            if (reason, key) in self._reported:
+                return
+            self._reported.add((reason, key))
+            log.warning("rule cache: %s: %s", reason, error)
+            self.record(self.event(EventType.RULE_CACHE_ALARM, reason=reason,
+                                   detail={"error": error[:500]}, **fields))
+
+    def _internal_error(self, exc: BaseException, doing: str, mono: float, now: datetime,
+                        trusted: bool) -> list[Event]:
+        """Count, log (traceback once), sound the alarm; the alarm event when it turns on."""
+        self.counters.internal_errors += 1
+        self._log_traceback_once(exc, f"{doing} failed; the card is refused")
+        was_on = self._error_at is not None and mono - self._error_at < ERROR_ALARM_S
+        self._error_at = mono
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        if was_on:
+            return []
+        return [Event(type=EventType.INTERNAL_ERROR_ALARM, ts=now, reason="internal_error",
+                      clock_trusted=trusted, detail={"error": error, "while": doing})]
+
+    def _log_traceback_once(self, exc: BaseException, what: str) -> None:
+        key = (type(exc).__name__, str(exc)[:200])
+        if key in self._tracebacks:
+            log.error("%s: %s: %s (traceback logged before)", what, key[0], exc)
+            return
+        if len(self._tracebacks) < 1000:
+            self._tracebacks.add(key)
+        log.error("%s: %s: %s", what, key[0], exc, exc_info=exc)
 
     # -- enrolment by presenting a card -------------------------------------------------
     def capture_next(self, reader: str | None, timeout: float) -> CardRead | None:
@@ -280,11 +433,15 @@ class DoorController:
                             "events_held": len(self._pending)}))
             try:
                 entries = self.journal.append_many(batch)
-            except (JournalFullError, StoreError) as exc:
+            except Exception as exc:  # whatever it is, the events wait in memory
                 self.counters.journal_errors += 1
                 if self._journal_down_since is None:
                     self._journal_down_since = self.wallclock()
-                    log.warning("journal unavailable, holding events in memory: %s", exc)
+                    if isinstance(exc, (JournalFullError, StoreError)):
+                        log.warning("journal unavailable, holding events in memory: %s", exc)
+                    else:
+                        self._log_traceback_once(exc, "journal write failed; holding events "
+                                                      "in memory")
                 return False
             self._pending.clear()
             if self._journal_down_since is not None:
@@ -305,6 +462,8 @@ class DoorController:
                   if g.locked_out(mono)]
         if self._journal_down_since is not None:
             active.append("journal_unavailable")
+        if self._error_at is not None and mono - self._error_at < ERROR_ALARM_S:
+            active.append("internal_error")
         if self.door_monitor is not None:
             active += list(self.door_monitor.alarms)
         return active

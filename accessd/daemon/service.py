@@ -225,8 +225,10 @@ class Daemon:
             "alarms": c.alarms(),
             "clock": {"trusted": c.clock.trusted(now), "now": format_ts(now)},
             "journal": journal_state,
-            "rules": {"version": c.rules.version, **c.rules.counts()},
-            "decisions": {"granted": c.counters.granted, "denied": c.counters.denied},
+            "rules": {"version": c.rule_version(), **c.rules.counts(),
+                      "problems": dict(c.problems)},
+            "decisions": {"granted": c.counters.granted, "denied": c.counters.denied,
+                          "internal_errors": c.counters.internal_errors},
             "last_decision": last,
             "uplink": self.uplink.state() if self.uplink is not None else {"enabled": False},
         }

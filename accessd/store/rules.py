@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from accessd.decision import Grant, Plan, Status
-from accessd.errors import DuplicateCredential, MemberNotFound, StoreError
+from accessd.errors import CorruptRecord, DuplicateCredential, MemberNotFound, StoreError
 from accessd.events import format_ts, utcnow
 from accessd.schedule import Schedule
 from accessd.store.db import connect, transaction
@@ -105,8 +105,15 @@ class RuleCache:
         if row is None:
             return None
         cstatus, mid, name, plan, mstatus, vfrom, vuntil = row
-        return Grant(Status(cstatus), mid, name, Plan(plan), Status(mstatus),
-                     _date(vfrom), _date(vuntil))
+        try:
+            return Grant(Status(cstatus), mid, name, Plan(plan), Status(mstatus),
+                         _date(vfrom), _date(vuntil))
+        except (ValueError, TypeError) as exc:  # a row written by hand or an older version
+            raise CorruptRecord(f"member {mid!r}: unusable row ({exc}): plan {plan!r}, status "
+                                f"{mstatus!r}, card {cstatus!r}, valid {vfrom!r} to {vuntil!r}",
+                                member_id=mid,
+                                member_name=name, credential_status=cstatus,
+                                member_status=mstatus) from exc
 
     # -- meta ---------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:

@@ -1,6 +1,6 @@
 """Applying the office's rule documents to the door's cache: all of it, or none of it.
 
-Order of checks: size, JSON, depth, signature, schema, site, version. Only then one
+Order of checks: size, JSON, depth, signature, schema, site, version, calendar. Only then one
 transaction replaces the rules; the daemon keeps answering taps from the previous rules until
 the commit (WAL readers see the old snapshot), and a failure anywhere rolls everything back.
 
@@ -18,11 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from accessd.errors import ProtocolError
+from accessd.errors import ProtocolError, ScheduleError
 from accessd.events import EventType
 from accessd.protocol.codec import SNAPSHOT_MAX_BYTES
 from accessd.protocol.rules import read_rule_document
 from accessd.protocol.signing import PublicKeys, reason_of
+from accessd.schedule import check_calendar
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
 
@@ -72,6 +73,10 @@ class RuleApplier:
         if doc["kind"] == "delta" and doc["base_version"] != current:
             return Outcome(reason="version_gap", request_snapshot=True,
                            detail={**info, "base_version": doc["base_version"]})
+        try:
+            check_calendar(doc)  # an unknown zone or an impossible date: refused whole
+        except ScheduleError as exc:
+            return Outcome(reason="bad_calendar", detail={**info, "error": str(exc)})
         try:
             with self.rules.transaction() as conn:
                 keep = self._unsynced(conn, doc)
