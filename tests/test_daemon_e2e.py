@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,7 +132,9 @@ def test_cli_against_running_daemon(config: Path, tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         d.wait_for("lock RELEASED")
         entry = json.loads(cli(config, "log", "--json", "--type", "lock.*").stdout)
-        assert entry["detail"]["operator"] == "Claire"
+        me = pwd.getpwuid(os.getuid()).pw_name  # the socket's peer, not the typed name
+        assert entry["detail"]["operator"] == me, entry
+        assert entry["detail"]["operator_typed"] == "Claire"
 
         # enrolment by presenting the card at the reader, while the daemon runs
         enrol = subprocess.Popen(
@@ -164,3 +168,104 @@ def test_cli_errors_are_one_line(config: Path, tmp_path: Path) -> None:
     r = cli(config, "enroll", "--name", "Y", "--plan", "subscriber", "--card", ANA)
     assert r.returncode == 1 and "already enrolled" in r.stderr
     assert os.path.exists(tmp_path / "state" / "rules.db")
+
+
+def test_a_second_daemon_on_the_same_storage_is_refused(config: Path, tmp_path: Path) -> None:
+    """Two real processes: the second exits at once with one line naming the folder and the
+    holder's PID, before touching the relay, the control socket or the broker."""
+    d = DaemonProcess(config, tmp_path)
+    try:
+        sock = tmp_path / "state" / "control.sock"
+        inode = sock.stat().st_ino
+        second = cli(config, "run", timeout=15)
+        assert second.returncode == 1, second.stderr
+        assert second.stderr.startswith("accessd: error:") and second.stderr.count("\n") == 1
+        assert str(tmp_path / "state") in second.stderr
+        assert f"PID {d.proc.pid}" in second.stderr
+        assert sock.stat().st_ino == inode  # the first daemon's socket is still its own
+        assert d.status()["lock"]["state"] == "locked"
+    finally:
+        assert d.stop() == 0
+    d2 = DaemonProcess(config, tmp_path)  # the lock went with the first daemon
+    assert d2.stop() == 0
+
+
+def test_a_control_socket_another_daemon_answers_on_is_left_alone(tmp_path: Path) -> None:
+    from accessd.daemon.control import ControlServer, call
+    from accessd.errors import ControlError
+
+    path = tmp_path / "control.sock"
+    first = ControlServer(path, {"status": lambda req, peer: {"who": "first"}})
+    first.start()
+    try:
+        second = ControlServer(path, {"status": lambda req, peer: {"who": "second"}})
+        with pytest.raises(ControlError, match="another daemon answers"):
+            second.start()
+        second.stop()
+        assert call(path, {"op": "status"})["who"] == "first"
+    finally:
+        first.stop()
+    assert not path.exists()
+
+
+def released_by(config: Path) -> dict:
+    r = cli(config, "log", "--json", "--type", "lock.manual_release", "--limit", "1")
+    return json.loads(r.stdout)["detail"]
+
+
+def test_a_manual_release_names_the_sudo_user_of_the_wrapper(config: Path, tmp_path: Path
+                                                              ) -> None:
+    """Through sudo the CLI runs as the service user (here: the daemon's own user): the
+    person is SUDO_USER, which sudo sets and the caller cannot choose."""
+    d = DaemonProcess(config, tmp_path)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "accessd", "--config", str(config), "open", "--operator",
+             "Someone Else"], capture_output=True, text=True, timeout=30,
+            env={**os.environ, "SUDO_USER": "claire"})
+        assert r.returncode == 0, r.stderr
+        assert "journalled as claire" in r.stdout
+        detail = released_by(config)
+        assert detail["operator"] == "claire" and detail["operator_typed"] == "Someone Else"
+        assert detail["peer_uid"] == os.getuid()
+    finally:
+        assert d.stop() == 0
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # one the account `nobody` may run (not under /root)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access(SYSTEM_PYTHON, os.X_OK),
+                    reason="needs root (to connect as another account) and /usr/bin/python3")
+def test_another_account_cannot_claim_a_sudo_user(tmp_path: Path) -> None:
+    """An account that is neither root nor the service user is named by its own uid, whatever
+    SUDO_USER or name it sends."""
+    import tempfile
+
+    public = Path(tempfile.mkdtemp(prefix="accessd-sock-"))
+    try:
+        public.chmod(0o755)
+        path = write_config(tmp_path, "[lock]\nrelease_s = 3\n")
+        path.write_text(path.read_text().replace(
+            "[storage]\n", f'[storage]\ncontrol_socket = "{public}/control.sock"\n'))
+        d = DaemonProcess(path, tmp_path)
+        try:
+            (public / "control.sock").chmod(0o666)
+            nobody = pwd.getpwnam("nobody")
+            request = json.dumps({"op": "open", "operator": "Boss", "sudo_user": "root"})
+            r = subprocess.run(
+                [SYSTEM_PYTHON, "-I", "-c",
+                 "import socket, sys; s = socket.socket(socket.AF_UNIX); "
+                 f"s.connect({str(public / 'control.sock')!r}); "
+                 f"s.sendall({request!r}.encode() + b'\\n'); print(s.recv(4096).decode())"],
+                capture_output=True, text=True, timeout=30, user=nobody.pw_uid,
+                group=nobody.pw_gid, cwd="/")
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout)["operator"] == "nobody"
+            detail = released_by(path)
+            assert detail["operator"] == "nobody" and detail["operator_typed"] == "Boss"
+            assert detail["peer_uid"] == nobody.pw_uid
+        finally:
+            assert d.stop() == 0
+    finally:
+        shutil.rmtree(public, ignore_errors=True)

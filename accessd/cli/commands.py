@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -160,8 +161,10 @@ def cmd_open(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     reply = call(cfg.storage.control_socket,
-                 {"op": "open", "operator": args.operator, "seconds": args.seconds})
-    print(f"door released for {reply['seconds']:g} s (journalled as {args.operator})")
+                 {"op": "open", "operator": args.operator, "seconds": args.seconds,
+                  "sudo_user": os.environ.get("SUDO_USER")})
+    print(f"door released for {reply['seconds']:g} s (journalled as {reply['operator']}, "
+          f"name given: {args.operator})")
     return 0
 
 

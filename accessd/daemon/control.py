@@ -3,6 +3,11 @@
 A Unix stream socket (mode 0660, so only root and the service's group reach it) carrying one
 JSON request line and one JSON response line. It serves `status`, `open` (a logged manual
 release) and `capture` (take the next card presented, for enrolment at the reader).
+
+Each handler is told who is calling from the kernel's peer credentials (SO_PEERCRED), not from
+anything the caller writes, so that a manual release names the account that ordered it. A
+socket another daemon still answers on is never replaced, and a stopping server removes only
+its own socket file.
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import socket
+import struct
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +29,31 @@ from accessd.errors import ControlError
 
 log = logging.getLogger(__name__)
 MAX_REQUEST = 64 * 1024
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The process on the other end of a connection, as the kernel reports it."""
+
+    pid: int
+    uid: int
+    gid: int
+
+    @classmethod
+    def of(cls, conn: socket.socket) -> Peer:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return cls(*struct.unpack("3i", raw))
+
+    @property
+    def user(self) -> str:
+        """The account's name (or "uid N" when it has none)."""
+        try:
+            return pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            return f"uid {self.uid}"
+
+
+Handler = Callable[[dict[str, Any], Peer], dict[str, Any]]
 
 
 class ControlServer:
@@ -30,17 +62,23 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._identity: tuple[int, int] | None = None  # (device, inode) of our socket file
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if _answers(self.path):
+            raise ControlError(f"{self.path}: another daemon answers on this control socket; "
+                               "stop it first")
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            self.path.unlink()  # a stale socket of a daemon that is gone
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o117)
         try:
             sock.bind(str(self.path))
         finally:
             os.umask(old)
+        st = self.path.stat()
+        self._identity = (st.st_dev, st.st_ino)
         sock.listen(8)
         sock.settimeout(0.2)
         self._sock = sock
@@ -54,7 +92,9 @@ class ControlServer:
         if self._sock:
             self._sock.close()
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            st = self.path.stat()
+            if (st.st_dev, st.st_ino) == self._identity:  # never another daemon's socket
+                self.path.unlink()
 
     def _serve(self) -> None:
         assert self._sock is not None
@@ -80,7 +120,7 @@ class ControlServer:
                     response = {"ok": False, "error": f"unknown operation {request.get('op')!r}"}
                 else:
                     conn.settimeout(None)
-                    response = {"ok": True, **handler(request)}
+                    response = {"ok": True, **handler(request, Peer.of(conn))}
             except (ValueError, OSError) as exc:
                 response = {"ok": False, "error": str(exc)}
             except Exception as exc:
@@ -88,6 +128,19 @@ class ControlServer:
                 response = {"ok": False, "error": f"internal error: {exc}"}
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(response, default=str).encode() + b"\n")
+
+
+def _answers(path: Path) -> bool:
+    """Whether a live server is listening on the socket at `path`."""
+    if not path.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(path))
+    except OSError:
+        return False
+    return True
 
 
 def _read_line(conn: socket.socket) -> bytes:
@@ -113,8 +166,8 @@ def call(path: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str
     except FileNotFoundError:
         raise ControlError(f"the daemon is not running (no control socket at {path})") from None
     except PermissionError:
-        raise ControlError(f"{path}: permission denied (run as root or in the accessd "
-                           "group)") from None
+        raise ControlError(f"{path}: permission denied (the host's commands go through "
+                           "sudo and the accessd-host wrapper: see docs/operations.md)") from None
     except (ConnectionRefusedError, TimeoutError, OSError) as exc:
         raise ControlError(f"the daemon did not answer on {path}: {exc}") from None
     try:

@@ -375,7 +375,7 @@ class DoorController:
                                     reason="exit_request"))
 
     def manual_release(self, operator: str, seconds: float | None = None, *,
-                       remote: bool = False) -> None:
+                       remote: bool = False, detail: dict[str, Any] | None = None) -> None:
         """Release on a person's order (CLI `open` or a signed remote command), logged."""
         seconds = max(seconds or self.release_s, 3.0)
         with self._mutex:
@@ -383,8 +383,8 @@ class DoorController:
             if self.door_monitor is not None:
                 self.door_monitor.manual_release(self.monotonic(), seconds)
             etype = EventType.REMOTE_RELEASE if remote else EventType.MANUAL_RELEASE
-            self.record(self.event(etype, result="granted", reason="operator",
-                                    detail={"operator": operator, "seconds": seconds}))
+            self.record(self.event(etype, result="granted", reason="operator", detail={
+                "operator": operator, "seconds": seconds, **(detail or {})}))
 
     def on_reader_status(self, status: ReaderStatus) -> None:
         with self._mutex:

@@ -27,9 +27,10 @@ from accessd.credentials import (
     check_secret_permissions,
     load_or_create_site_secret,
 )
-from accessd.daemon.control import ControlServer
+from accessd.daemon.control import ControlServer, Peer
 from accessd.daemon.controller import DoorController
 from accessd.daemon.notify import sd_notify, watchdog_interval
+from accessd.daemon.storagelock import StorageLock
 from accessd.events import Event, EventType, event_from_dict, format_ts
 from accessd.guard import UnknownCardGuard
 from accessd.schedule import Schedule
@@ -105,7 +106,7 @@ class Daemon:
         if cfg.mqtt.enabled:
             self._start_uplink()
         self.control = ControlServer(cfg.storage.control_socket, {
-            "status": lambda req: self.status(),
+            "status": lambda req, peer: self.status(),
             "open": self._control_open,
             "capture": self._control_capture,
         })
@@ -178,18 +179,30 @@ class Daemon:
         log.info("lock %s", "RELEASED" if released else "LOCKED")
 
     # -- control socket ----------------------------------------------------------------
-    def _control_open(self, req: dict[str, Any]) -> dict[str, Any]:
+    def _control_open(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """A manual release, journalled with who ordered it as the kernel tells it.
+
+        `operator` is the caller's account from the socket's peer credentials; when that is
+        the service user or root (the host's sudo wrapper runs as the service user), the
+        `sudo_user` the CLI read from SUDO_USER names the person. The typed name is kept
+        beside it (`operator_typed`): it is what the person said, not a proof.
+        """
         assert self.controller is not None
-        operator = str(req.get("operator") or "").strip()
-        if not operator:
+        typed = str(req.get("operator") or "").strip()[:80]
+        if not typed:
             raise ValueError("a manual release needs the operator's name")
         seconds = float(req.get("seconds") or self.cfg.lock.release_s)
         if seconds < 3 or seconds > 3600:
             raise ValueError("release time must be between 3 s and 1 hour")
-        self.controller.manual_release(operator[:80], seconds)
-        return {"seconds": seconds}
+        operator, sudo_user = peer.user, req.get("sudo_user")
+        if (peer.uid in (0, os.geteuid()) and isinstance(sudo_user, str)
+                and sudo_user.strip()):
+            operator = sudo_user.strip()[:80]
+        self.controller.manual_release(operator, seconds, detail={
+            "operator_typed": typed, "peer_user": peer.user, "peer_uid": peer.uid})
+        return {"seconds": seconds, "operator": operator}
 
-    def _control_capture(self, req: dict[str, Any]) -> dict[str, Any]:
+    def _control_capture(self, req: dict[str, Any], _peer: Peer) -> dict[str, Any]:
         assert self.controller is not None
         timeout = min(float(req.get("timeout") or 30), 300)
         read = self.controller.capture_next(req.get("reader"), timeout)
@@ -305,17 +318,19 @@ def run(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; the exit status is what systemd sees."""
     setup_logging(cfg.log_level)
     sys.setswitchinterval(0.0005)  # a tap's thread gets the GIL within 0.5 ms, not 5 ms
-    daemon = Daemon(cfg)
-    try:
-        def on_signal(signum: int, _frame: object) -> None:
-            log.info("received %s, stopping", signal.Signals(signum).name)
-            daemon.stopping.set()
+    # one daemon per storage folder: locked before the relay, the socket or the broker
+    with StorageLock(cfg.storage.dir):
+        daemon = Daemon(cfg)
+        try:
+            def on_signal(signum: int, _frame: object) -> None:
+                log.info("received %s, stopping", signal.Signals(signum).name)
+                daemon.stopping.set()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        daemon.start()
-        daemon.loop()
-    finally:
-        daemon.stop()
-        log.info("stopped; door locked")
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            daemon.start()
+            daemon.loop()
+        finally:
+            daemon.stop()
+            log.info("stopped; door locked")
     return 0
