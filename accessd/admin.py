@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from accessd.config import Config
-from accessd.credentials import CredentialHasher, load_or_create_site_secret, short
+from accessd.credentials import (
+    CredentialHasher,
+    check_secrets,
+    load_or_create_site_secret,
+    short,
+)
 from accessd.decision import Plan, Status
 from accessd.errors import AccessdError
 from accessd.events import Event, EventType
@@ -36,6 +41,7 @@ class Site:
     @classmethod
     def open(cls, config: Config) -> Site:
         _refuse_root_on_service_files(config.storage.dir)
+        check_secrets(config)  # a loose secret: one line naming the file, the key, the path
         key = load_or_create_site_secret(config.site.secret_file)
         return cls(config, RuleCache(config.storage.rules_db),
                    Journal(config.storage.journal_db, config.site.id, config.site.door),

@@ -10,23 +10,66 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import pwd
 import secrets
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from accessd.errors import ConfigError, SecretPermissionError
+
+if TYPE_CHECKING:
+    from accessd.config import Config
 
 SECRET_BYTES = 32
 
 
-def check_secret_permissions(path: Path) -> None:
-    """Refuse a secret that others can read, or that the group can change."""
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXO | stat.S_IWGRP):
+def _account(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_secret_permissions(path: Path, where: str = "") -> None:
+    """Refuse a secret that anyone but its owner can reach, or that another account owns.
+
+    Mode 0600 owned by the account that reads it (the service user): the group is not trusted
+    either, so that a person in the service's group cannot read the site key. `where` names
+    the configuration file and key ("/etc/accessd/accessd.toml: site.secret_file: ").
+    """
+    st = path.stat()
+    me = os.geteuid()
+    if st.st_mode & 0o077:
         raise SecretPermissionError(
-            f"{path}: permissions {stat.filemode(mode)} are too open for a secret; "
-            f"run: chmod 600 {path}"
-        )
+            f"{where}{path}: permissions {stat.filemode(st.st_mode)} are too open for a "
+            f"secret (only its owner may read it); run: chmod 600 {path}")
+    if st.st_uid != me:
+        owner, user = _account(st.st_uid), _account(me)
+        raise SecretPermissionError(
+            f"{where}{path}: owned by {owner}, not by {user} who reads it: a secret belongs "
+            f"to the account that runs accessd; run: chown {user} {path} && chmod 600 {path}"
+            f" (or run accessd as the service user)")
+
+
+def check_secrets(cfg: Config) -> None:
+    """Check every secret file the configuration names, before anything starts.
+
+    Each error is one line naming the configuration file, the key and the secret's path.
+    """
+    for key, path in secret_files(cfg):
+        if path.exists():
+            check_secret_permissions(path, f"{cfg.path or '<config>'}: {key}: ")
+
+
+def secret_files(cfg: Config) -> list[tuple[str, Path]]:
+    """(dotted key, path) of each secret file the configuration names."""
+    found: list[tuple[str, Path | None]] = [
+        ("site.secret_file", cfg.site.secret_file),
+        ("mqtt.password_file", cfg.mqtt.password_file),
+        ("mqtt.key_file", cfg.mqtt.key_file),
+    ]
+    return [(k, p) for k, p in found if p is not None]
 
 
 def read_secret_file(path: Path) -> str:

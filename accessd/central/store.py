@@ -20,6 +20,7 @@ from typing import Any
 
 from accessd.errors import StoreError
 from accessd.events import EventType, format_ts, parse_ts, utcnow
+from accessd.store.db import prepare_file
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +109,15 @@ class CentralStore:
         else:
             self.dialect = "sqlite"
             path = url.removeprefix("sqlite://")  # sqlite:///abs/path or a plain path
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
             try:
+                if path != ":memory:":
+                    prepare_file(Path(path))  # 0600: it holds each site's card key
                 self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
                                             check_same_thread=False)
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=FULL")
                 self.conn.execute("PRAGMA busy_timeout=30000")
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"{path}: cannot open the store: {exc}") from exc
             self._errors = (sqlite3.Error,)
         with self.transaction():

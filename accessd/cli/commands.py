@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from accessd.daemon.service import check_secrets
+    from accessd.credentials import check_secrets
 
     check_secrets(cfg)
     readers = ", ".join(f"{r.name} ({r.type}, {r.direction})" for r in cfg.readers)

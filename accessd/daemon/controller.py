@@ -488,9 +488,12 @@ class DoorController:
             for folder in folders:
                 path = folder / f"spool-{time.time_ns()}.jsonl"
                 try:
-                    folder.mkdir(parents=True, exist_ok=True)
+                    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
                     tmp = path.with_suffix(".tmp")
-                    with tmp.open("w", encoding="utf-8") as fh:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                 0o600)
+                    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                        os.fchmod(fd, 0o600)  # personal data: not what the umask leaves
                         fh.write(lines)
                         fh.flush()
                         os.fsync(fh.fileno())

@@ -22,11 +22,7 @@ from typing import Any
 from accessd import __version__
 from accessd.clock import ClockTrust
 from accessd.config import Config
-from accessd.credentials import (
-    CredentialHasher,
-    check_secret_permissions,
-    load_or_create_site_secret,
-)
+from accessd.credentials import CredentialHasher, check_secrets, load_or_create_site_secret
 from accessd.daemon.control import ControlServer, Peer
 from accessd.daemon.controller import DoorController
 from accessd.daemon.notify import sd_notify, watchdog_interval
@@ -47,13 +43,6 @@ def setup_logging(level: str) -> None:
         level=level, stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-
-
-def check_secrets(cfg: Config) -> None:
-    """Refuse secrets readable by others before anything starts (same check as at start)."""
-    for path in (cfg.site.secret_file, cfg.mqtt.password_file, cfg.mqtt.key_file):
-        if path is not None and path.exists():
-            check_secret_permissions(path)
 
 
 def config_schedule(cfg: Config) -> Schedule:
@@ -79,7 +68,6 @@ class Daemon:
     # -- building ----------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.cfg
-        check_secrets(cfg)
         key = load_or_create_site_secret(cfg.site.secret_file)
         rules = RuleCache(cfg.storage.rules_db)
         journal = Journal(cfg.storage.journal_db, cfg.site.id, cfg.site.door)
@@ -317,6 +305,7 @@ class Daemon:
 def run(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; the exit status is what systemd sees."""
     setup_logging(cfg.log_level)
+    check_secrets(cfg)  # before anything is touched: a loose secret is a one-line error
     sys.setswitchinterval(0.0005)  # a tap's thread gets the GIL within 0.5 ms, not 5 ms
     # one daemon per storage folder: locked before the relay, the socket or the broker
     with StorageLock(cfg.storage.dir):

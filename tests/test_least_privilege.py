@@ -1,0 +1,194 @@
+"""Least privilege at the door: secrets only for the service user, fixed file modes, the host's
+fixed commands through the sudo wrapper, and an isolated child for large rule documents."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(config: Path, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "accessd", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=60, **kw)
+
+
+# -- secrets ---------------------------------------------------------------------------------
+SECRETS = {
+    "site.secret_file": ("[site]", "secret_file", "site.key", "ab" * 32),
+    "mqtt.password_file": ("[mqtt]", "password_file", "mqtt.pw", "hunter2"),
+    "mqtt.key_file": ("[mqtt]", "key_file", "client.key", "-----BEGIN PRIVATE KEY-----"),
+}
+
+
+def config_with_secret(tmp_path: Path, key: str, mode: int) -> tuple[Path, Path]:
+    section, name, filename, content = SECRETS[key]
+    secret = tmp_path / "secrets" / filename
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_text(content + "\n")
+    secret.chmod(mode)
+    config = write_config(tmp_path)
+    text = config.read_text()
+    if section in text:
+        text = text.replace(f"{section}\n", f'{section}\n{name} = "{secret}"\n', 1)
+    else:
+        text += f'\n{section}\n{name} = "{secret}"\n'
+    config.write_text(text)
+    return config, secret
+
+
+@pytest.mark.parametrize("key", sorted(SECRETS))
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o660])
+def test_a_secret_others_or_the_group_can_reach_is_refused_in_one_line(tmp_path, key, mode):
+    config, secret = config_with_secret(tmp_path, key, mode)
+    r = cli(config, "check-config")
+    assert r.returncode == 1, r.stdout
+    line = r.stderr
+    assert line.count("\n") == 1 and line.startswith("accessd: error: ")
+    assert f"{config}: {key}: {secret}:" in line  # the file, the key, the secret
+    assert f"chmod 600 {secret}" in line  # and the fix
+
+
+@pytest.mark.parametrize("key", sorted(SECRETS))
+def test_a_secret_only_its_owner_can_read_is_accepted(tmp_path, key):
+    config, _ = config_with_secret(tmp_path, key, 0o600)
+    r = cli(config, "check-config")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_a_secret_another_account_owns_is_refused(tmp_path):
+    config, secret = config_with_secret(tmp_path, "site.secret_file", 0o600)
+    os.chown(secret, 65534, 65534)  # nobody: could rewrite the key the door trusts
+    r = cli(config, "check-config")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert f"{config}: site.secret_file: {secret}:" in r.stderr
+    assert "nobody" in r.stderr and "chown" in r.stderr
+
+
+def test_the_daemon_refuses_a_group_readable_site_key_before_touching_anything(tmp_path):
+    config, secret = config_with_secret(tmp_path, "site.secret_file", 0o640)
+    r = cli(config, "run")
+    assert r.returncode == 1 and "site.secret_file" in r.stderr
+    assert not (tmp_path / "state" / "control.sock").exists()
+
+
+def test_the_host_commands_report_a_loose_secret_the_same_way(tmp_path):
+    config, secret = config_with_secret(tmp_path, "site.secret_file", 0o640)
+    r = cli(config, "list")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert f"{config}: site.secret_file: {secret}:" in r.stderr
+
+
+# -- file modes ------------------------------------------------------------------------------
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def open_umask():
+    """The most permissive umask: every mode seen below is the code's, not the umask's."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_door_databases_are_private_whatever_the_umask(tmp_path, open_umask):
+    from accessd.decision import Plan
+    from accessd.events import Event, EventType
+    from accessd.store.journal import Journal
+    from accessd.store.rules import RuleCache
+
+    state = tmp_path / "state"
+    rules = RuleCache(state / "rules.db")
+    journal = Journal(state / "journal.db", "s", "d")
+    try:
+        rules.enroll(name="Ana", plan=Plan.SUBSCRIBER, credential_hash="ab" * 32)
+        journal.append(Event(EventType.DAEMON_STARTED))
+        files = sorted(state.iterdir())
+        names = {p.name for p in files}
+        assert {"rules.db", "rules.db-wal", "rules.db-shm", "journal.db", "journal.db-wal",
+                "journal.db-shm"} <= names
+        assert {p.name: mode_of(p) for p in files} == dict.fromkeys(names, 0o600)
+        assert mode_of(state) == 0o750
+    finally:
+        rules.close()
+        journal.close()
+
+
+def test_a_database_left_readable_by_an_older_version_is_tightened(tmp_path):
+    from accessd.store.rules import RuleCache
+
+    RuleCache(tmp_path / "rules.db").close()
+    (tmp_path / "rules.db").chmod(0o644)
+    RuleCache(tmp_path / "rules.db").close()
+    assert mode_of(tmp_path / "rules.db") == 0o600
+
+
+def test_the_office_store_is_private_whatever_the_umask(tmp_path, open_umask):
+    """It holds each site's card key (`central site --key-file`)."""
+    from accessd.central.store import open_store
+
+    store = open_store(tmp_path / "office" / "central.db")
+    try:
+        store.set_site("s1", name="Morez", timezone="Europe/Paris", credential_key="11" * 32)
+        files = list((tmp_path / "office").iterdir())
+        assert {p.name for p in files} >= {"central.db", "central.db-wal", "central.db-shm"}
+        assert {mode_of(p) for p in files} == {0o600}
+    finally:
+        store.close()
+
+
+class ReadOnlyDisk:
+    """A journal whose filesystem refuses every write."""
+
+    def append_many(self, events):
+        from accessd.errors import JournalFullError
+
+        raise JournalFullError("read-only file system")
+
+    def latest_trusted_ts(self):
+        return None
+
+
+def test_spooled_events_and_the_daemon_lock_are_private_whatever_the_umask(tmp_path,
+                                                                          open_umask):
+    from gpiozero.pins.mock import MockFactory
+    from test_controller import SCHEDULE
+
+    from accessd.clock import ClockTrust
+    from accessd.credentials import CredentialHasher
+    from accessd.daemon.controller import DoorController
+    from accessd.daemon.storagelock import StorageLock
+    from accessd.door.lock import LockRelay
+    from accessd.events import EventType
+    from accessd.guard import UnknownCardGuard
+    from accessd.store.rules import RuleCache
+
+    factory = MockFactory()
+    relay = LockRelay(17, release_s=5, pin_factory=factory)
+    rules = RuleCache(tmp_path / "rules.db")
+    try:
+        c = DoorController(
+            site="s", door="d", rules=rules, journal=ReadOnlyDisk(),  # type: ignore[arg-type]
+            hasher=CredentialHasher(b"k" * 32), clock=ClockTrust("always"), schedule=SCHEDULE,
+            lock=relay, release_s=5, guard_factory=lambda: UnknownCardGuard(3, 30, 60))
+        c.record(c.event(EventType.DAEMON_STOPPED))
+        spool = c.spool([tmp_path / "spool"])
+        assert spool is not None and mode_of(spool) == 0o600
+        assert mode_of(tmp_path / "spool") == 0o700
+    finally:
+        relay.close()
+        rules.close()
+        factory.close()
+    with StorageLock(tmp_path / "storage") as lock:
+        assert mode_of(lock.path) == 0o640 and mode_of(tmp_path / "storage") == 0o750
