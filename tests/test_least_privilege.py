@@ -192,3 +192,45 @@ def test_spooled_events_and_the_daemon_lock_are_private_whatever_the_umask(tmp_p
         factory.close()
     with StorageLock(tmp_path / "storage") as lock:
         assert mode_of(lock.path) == 0o640 and mode_of(tmp_path / "storage") == 0o750
+
+
+# -- the child that applies large rule documents ---------------------------------------------
+def test_the_apply_child_imports_nothing_from_its_folder_or_the_environment(tmp_path,
+                                                                             monkeypatch):
+    """`python -I`: no working directory on sys.path, no PYTHON* variables. A module planted
+    where the child runs (the storage folder, the caller's folder) or named by PYTHONPATH
+    must not run; the document is still checked by the real code."""
+    from accessd.protocol.codec import encode
+    from accessd.protocol.rules import make_snapshot
+    from accessd.protocol.signing import OfficeKey, public_line
+    from accessd.uplink.apply import apply_in_child
+
+    folder = tmp_path / "state"
+    marker = tmp_path / "planted-code-ran"
+    plant = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
+    for name in ("accessd/__init__.py", "accessd/uplink/__init__.py", "json.py",
+                 "argparse.py", "sitecustomize.py", "usercustomize.py"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(plant)
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("PYTHONPATH", str(folder))
+    monkeypatch.setenv("PYTHONSTARTUP", str(folder / "json.py"))
+    key = OfficeKey.generate()
+    pub = tmp_path / "office.pub"
+    pub.write_text(public_line(key.public) + "\n")
+    doc = encode(make_snapshot(key, site="s1", version=1,
+                               members=[{"id": "a", "name": "A", "plan": "subscriber",
+                                         "status": "active"}], credentials=[]))
+    out = apply_in_child(doc, "snapshot", rules=folder / "rules.db", journal=None, keys=pub,
+                         site="s1", door="d1", max_bytes=1 << 20)
+    assert not marker.exists(), marker.read_text()
+    assert out.get("applied"), out
+
+
+def test_the_apply_child_gets_a_minimal_environment(monkeypatch):
+    from accessd.uplink.apply import child_environment
+
+    monkeypatch.setenv("MQTT_PASSWORD", "hunter2")
+    monkeypatch.setenv("LD_PRELOAD", "/tmp/evil.so")
+    env = child_environment()
+    assert set(env) <= {"PATH", "LANG", "LC_ALL", "TZ"} and "PATH" in env

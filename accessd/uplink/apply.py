@@ -10,6 +10,11 @@ Small deltas stay in the uplink's thread (`CHILD_APPLY_BYTES`).
 
 Anything that goes wrong in the child (a crash, a kill, a timeout) before its commit leaves
 the cache untouched, as any rejection does; the uplink then reports `apply_failed`.
+
+The child runs isolated: `python -I` (neither the working directory nor PYTHONPATH on
+sys.path, no PYTHON* variables, no user site), a minimal environment, in the storage folder.
+Code planted next to the databases, or an environment variable, cannot run inside the process
+that writes the rule cache.
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ from typing import Any
 CHILD_APPLY_BYTES = 256 * 1024  # documents at least this large are applied in a child
 NICE = 10
 TIMEOUT_S = 600.0
+CHILD_ENV = ("LANG", "LC_ALL", "TZ")  # passed on when set; nothing else is
+
+
+def child_environment() -> dict[str, str]:
+    """The child's whole environment: a fixed PATH and the locale and zone, nothing else."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    env.update({k: os.environ[k] for k in CHILD_ENV if k in os.environ})
+    return env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,14 +86,14 @@ def apply_in_child(raw: bytes, kind: str, *, rules: Path, journal: Path | None, 
     gives {"reason": "apply_failed", ...}: its transaction did not commit, unless it died
     between its commit and its answer, which the caller checks by the rule version.
     """
-    cmd = [sys.executable, "-m", "accessd.uplink.apply", "--rules", str(rules), "--keys",
-           str(keys), "--site", site, "--door", door, "--kind", kind, "--max-bytes",
-           str(max_bytes)]
+    cmd = [sys.executable, "-I", "-m", "accessd.uplink.apply", "--rules", str(rules.absolute()),
+           "--keys", str(keys.absolute()), "--site", site, "--door", door, "--kind", kind,
+           "--max-bytes", str(max_bytes)]
     if journal is not None:
-        cmd += ["--journal", str(journal)]
+        cmd += ["--journal", str(journal.absolute())]
     try:
         done = subprocess.run(cmd, input=raw, capture_output=True, timeout=timeout_s,
-                              check=False)
+                              check=False, env=child_environment(), cwd=rules.absolute().parent)
     except (OSError, subprocess.SubprocessError) as exc:
         return {"reason": "apply_failed", "detail": {"error": f"{type(exc).__name__}: {exc}"}}
     try:
