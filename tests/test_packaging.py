@@ -10,6 +10,7 @@ import dataclasses
 import re
 import shutil
 import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def test_unit_essentials() -> None:
     assert any("-m accessd.door.lockdown" in v for v in s["ExecStopPost"])
     assert s["CapabilityBoundingSet"] == [""] and s["NoNewPrivileges"] == ["yes"]
     assert s["ProtectSystem"] == ["strict"] and s["DevicePolicy"] == ["closed"]
-    assert s["StateDirectory"] == ["accessd"] and s["UMask"] == ["0027"]
+    assert s["StateDirectory"] == ["accessd"] and s["UMask"] == ["0077"]
 
 
 def test_unit_lockdown_flags_are_accepted_by_lockdown() -> None:
@@ -181,6 +182,72 @@ def test_install_prefix_writes_dropins_from_config(tmp_path: Path) -> None:
     dropin = (root / "etc/systemd/system/accessd.service.d/lockdown.conf").read_text()
     assert "ExecStopPost=\n" in dropin
     assert "--pin 5 --lock-type fail-safe --active-high false --factory default" in dropin
+
+
+def test_install_gives_the_host_only_the_wrapper(tmp_path: Path) -> None:
+    """The host is not put in the service group; their one sudo right is the root-owned
+    wrapper, which runs only the host's commands with the installed configuration."""
+    proc = subprocess.run([str(INSTALL), "--dry-run", "--host-user", "host"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert not re.search(r"usermod .*--groups[ '\"]*accessd[ '\"]+host", out), out
+    assert "host ALL=(accessd) NOPASSWD: /usr/local/sbin/accessd-host\n" in out
+    assert "NOPASSWD: /opt/accessd/venv/bin/accessd" not in out
+    assert "+ write /usr/local/sbin/accessd-host (mode 0755, root:root)" in out
+
+    root = tmp_path / "root"
+    proc = subprocess.run([str(INSTALL), "--prefix", str(root), "--host-user", "host"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    wrapper = root / "usr/local/sbin/accessd-host"
+    text = wrapper.read_text(encoding="utf-8")
+    assert wrapper.stat().st_mode & 0o777 == 0o755
+    assert ('exec /opt/accessd/venv/bin/python -I -m accessd.cli.host '
+            '/etc/accessd/accessd.toml "$@"') in text
+    sudoers = (root / "etc/sudoers.d/accessd").read_text(encoding="utf-8")
+    assert [ln for ln in sudoers.splitlines() if not ln.startswith("#")] == [
+        "host ALL=(accessd) NOPASSWD: /usr/local/sbin/accessd-host"]
+
+    # the installed wrapper itself, pointed at this checkout's python and a test config
+    state = tmp_path / "state"
+    config = tmp_path / "accessd.toml"
+    config.write_text(f'[storage]\ndir = "{state}"\n[[readers]]\nname = "door"\n'
+                      'type = "simulated"\n[pins]\nfactory = "mock"\n', encoding="utf-8")
+    local = tmp_path / "accessd-host"
+    local.write_text(text.replace("/opt/accessd/venv/bin/python", sys.executable)
+                     .replace("/etc/accessd/accessd.toml", str(config)), encoding="utf-8")
+    local.chmod(0o755)
+
+    def host(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(local), *args], capture_output=True, text=True,
+                              timeout=60, cwd=tmp_path)
+
+    r = host("enroll", "--name", "Ana", "--plan", "subscriber", "--card", "0A1B2C3D4E")
+    assert r.returncode == 0, r.stderr
+    r = host("central", "site", "--store", str(tmp_path / "copy.db"), "--site", "s",
+             "--key-file", str(state / "site.key"))
+    assert r.returncode == 2 and "central" in r.stderr and not (tmp_path / "copy.db").exists()
+    r = host("--config", "/tmp/other.toml", "list")
+    assert r.returncode == 2 and r.stderr.startswith("accessd: error:")
+
+
+def test_install_makes_every_secret_the_service_users_alone(tmp_path: Path) -> None:
+    """Secrets left root:accessd 0640 by an older installer are made 0600 (the daemon now
+    refuses a group-readable secret)."""
+    root = tmp_path / "root"
+    (root / "etc/accessd").mkdir(parents=True)
+    text = EXAMPLE.read_text(encoding="utf-8").replace(
+        '# secret_file = "/var/lib/accessd/site.key"', 'secret_file = "/etc/accessd/site.key"')
+    (root / "etc/accessd/accessd.toml").write_text(text, encoding="utf-8")
+    for name in ("site.key", "mqtt.pw"):
+        (root / "etc/accessd" / name).write_text("secret\n", encoding="utf-8")
+        (root / "etc/accessd" / name).chmod(0o640)
+    proc = subprocess.run([str(INSTALL), "--prefix", str(root)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("site.key", "mqtt.pw"):
+        assert (root / "etc/accessd" / name).stat().st_mode & 0o777 == 0o600, name
 
 
 def test_install_refuses_a_broken_config(tmp_path: Path) -> None:

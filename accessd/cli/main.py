@@ -19,6 +19,8 @@ from accessd import __version__
 from accessd.errors import AccessdError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+# who runs a command: the person behind sudo (the host's wrapper runs as the service user)
+_OPERATOR = os.environ.get("SUDO_USER") or os.environ.get("USER") or "host"
 
 
 def _date(text: str) -> date:
@@ -85,8 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", dest="valid_until", type=_date, metavar="DATE",
                    help="last valid day, inclusive, YYYY-MM-DD (site time)")
     p.add_argument("--member", metavar="ID", help="add the card to this existing member")
-    p.add_argument("--operator", default=os.environ.get("SUDO_USER") or os.environ.get("USER")
-                   or "host", help="who does this (journalled)")
+    p.add_argument("--operator", default=_OPERATOR, help="who does this (journalled)")
     p.add_argument("--json", action="store_true", help="print the member as JSON")
 
     p = add("revoke", "Revoke a member (all cards) or one card, for good.", c.cmd_revoke)
@@ -95,14 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--card", metavar="NUMBER", help="revoke the card with this UID")
     target.add_argument("--credential", metavar="HASH",
                         help="revoke the card with this short hash (from 'show')")
-    p.add_argument("--operator", default=os.environ.get("USER") or "host",
+    p.add_argument("--operator", default=_OPERATOR,
                    help="who does this (journalled)")
 
     for name, verb in (("suspend", "Suspend a member: cards refused until 'resume'."),
                        ("resume", "Resume a suspended member.")):
         p = add(name, verb, c.cmd_suspend if name == "suspend" else c.cmd_resume)
         p.add_argument("member", help="member id")
-        p.add_argument("--operator", default=os.environ.get("USER") or "host",
+        p.add_argument("--operator", default=_OPERATOR,
                        help="who does this (journalled)")
 
     p = add("list", "List members.", c.cmd_list)
