@@ -269,3 +269,40 @@ def test_another_account_cannot_claim_a_sudo_user(tmp_path: Path) -> None:
             assert d.stop() == 0
     finally:
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_bad_stored_rules_do_not_stop_the_running_door(config: Path, tmp_path: Path) -> None:
+    """An office typo stored by an older version (unknown zone), a version written as 6.0 and
+    a member row with 2026-02-30: every tap is still decided and journalled, status answers."""
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "state" / "rules.db")
+    conn.execute("INSERT INTO meta(key, value) VALUES ('schedule', ?), ('rule_version', '6.0')",
+                 (json.dumps({"timezone": "Europe/Pariss", "opens": "09:00", "closes": "18:00",
+                              "days": ["mon"], "closures": ["2026-02-30"]}),))
+    conn.commit()
+    conn.close()
+    r = cli(config, "enroll", "--name", "Bob", "--plan", "occasional", "--card", "5566778899")
+    assert r.returncode == 0, r.stderr
+    conn = sqlite3.connect(tmp_path / "state" / "rules.db")
+    conn.execute("UPDATE members SET valid_until = '2026-02-30' WHERE name = 'Bob'")
+    conn.commit()
+    conn.close()
+    d = DaemonProcess(config, tmp_path)
+    try:
+        d.tap(ANA)
+        d.wait_for(r"access granted: subscriber")
+        d.tap("5566778899")
+        d.wait_for(r"access denied: invalid_record")
+        st = d.status()
+        assert st["rules"]["version"] is None
+        assert set(st["rules"]["problems"]) == {"unusable_schedule", "invalid_version",
+                                                "invalid_record"}
+    finally:
+        assert d.stop() == 0
+    entries = [json.loads(line) for line in cli(config, "log", "--json", "--limit", "100")
+               .stdout.splitlines()]
+    reasons = {(e["type"], e["reason"]) for e in entries}
+    assert {("access.granted", "subscriber"), ("access.denied", "invalid_record"),
+            ("alarm.rule_cache", "unusable_schedule"), ("alarm.rule_cache", "invalid_record"),
+            ("alarm.rule_cache", "invalid_version")} <= reasons

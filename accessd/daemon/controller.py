@@ -509,6 +509,13 @@ class DoorController:
                       "a spool file)", len(self._pending))
             return None
 
+    def journal_state(self) -> dict[str, Any]:
+        """The journal's numbers and health, read consistently with the taps (for status)."""
+        with self._mutex:
+            j = self.journal
+            return {"last_seq": j.last_seq, "acked_seq": j.acked_seq, "depth": j.depth(),
+                    "writable": self.journal_ok, "held_in_memory": self.pending_events}
+
     @property
     def journal_ok(self) -> bool:
         return self._journal_down_since is None

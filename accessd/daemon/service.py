@@ -205,11 +205,7 @@ class Daemon:
         relay = self.hardware.relay
         door_open = self.hardware.inputs.door_open
         now = c.wallclock()
-        journal = c.journal
-        with c._mutex:
-            journal_state = {"last_seq": journal.last_seq, "acked_seq": journal.acked_seq,
-                             "depth": journal.depth(), "writable": c.journal_ok,
-                             "held_in_memory": c.pending_events}
+        journal_state = c.journal_state()
         last = dict(c.last_decision) if c.last_decision else None
         if last:
             last["ts"] = format_ts(last["ts"])
