@@ -306,3 +306,25 @@ def test_bad_stored_rules_do_not_stop_the_running_door(config: Path, tmp_path: P
     assert {("access.granted", "subscriber"), ("access.denied", "invalid_record"),
             ("alarm.rule_cache", "unusable_schedule"), ("alarm.rule_cache", "invalid_record"),
             ("alarm.rule_cache", "invalid_version")} <= reasons
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a read-only filesystem")
+def test_the_daemon_lock_holds_on_a_read_only_storage_folder(tmp_path: Path) -> None:
+    """An SD card the kernel turned read-only: the lock still excludes a second daemon (no
+    traceback), so that the daemon reaches the stores' own one-line error."""
+    from accessd.daemon.storagelock import StorageLock
+    from accessd.errors import AlreadyRunning
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with StorageLock(folder):
+            pass  # leaves daemon.lock behind, as a daemon does
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        with StorageLock(folder), pytest.raises(AlreadyRunning):
+            StorageLock(folder).acquire()
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
