@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from accessd.clock import ClockTrust
 from accessd.credentials import CredentialHasher, short
+from accessd.daemon.ruleview import RuleView
 from accessd.decision import GRANT_REASONS, Decision, Reason, decide
 from accessd.errors import CorruptRecord, JournalFullError, StoreError
 from accessd.events import Event, EventType, JournalEntry, event_to_dict, format_ts, utcnow
@@ -126,12 +127,9 @@ class DoorController:
         self.listeners: list[Callable[[JournalEntry], None]] = []
         self.last_trusted: datetime | None = journal.latest_trusted_ts()
         self.last_decision: dict[str, Any] | None = None
-        self._schedule_cache: tuple[str | None, Schedule] | None = None
-        self._reported: set[tuple[str, str]] = set()  # rule cache problems already reported
-        self._bad_members: dict[str, str] = {}  # member id -> why their row is unusable
+        self.view = RuleView(rules, schedule, self._rule_problem)
         self._tracebacks: set[tuple[str, str]] = set()  # errors whose traceback was logged
         self._error_at: float | None = None  # monotonic instant of the last internal error
-        self.problems: dict[str, str] = {}  # what in the rule cache cannot be used, for status
 
     # -- card presentations -------------------------------------------------------------
     def on_card(self, read: CardRead) -> Decision | None:
@@ -202,17 +200,14 @@ class DoorController:
         locked_out = guard.locked_out(mono)
         credential = None if locked_out else self.hasher(read.uid)
         try:
-            record = None if credential is None else self.rules.lookup(credential)
+            record = None if credential is None else self.view.lookup(credential)
         except CorruptRecord as exc:
             return self._unreadable(exc, read.direction), credential, []
-        if record is not None and record.member_id in self._bad_members:
-            del self._bad_members[record.member_id]  # repaired since
-            self._refresh_problems()
         decision = decide(
             record,
             now=now if trusted else self.last_trusted,
             clock_trusted=trusted,
-            schedule=self.schedule(),
+            schedule=self.view.schedule(),
             direction=read.direction,
             locked_out=locked_out,
         )
@@ -249,7 +244,7 @@ class DoorController:
         except at an exit reader (a known card opens from inside, as with any row).
 
         What the row still says for certain is kept: revoked or suspended is refused with that
-        reason; anything else with `invalid_record`. The row is reported once.
+        reason; anything else with `invalid_record`. (The view reported the row once.)
         """
         mid = exc.member_id if isinstance(exc.member_id, str) else None
         name = exc.member_name if isinstance(exc.member_name, str) else None
@@ -263,62 +258,26 @@ class DoorController:
             reason = Reason.MEMBER_SUSPENDED
         else:
             reason = Reason.INVALID_RECORD
-        self._bad_members[str(mid)] = str(exc)
-        self._report_problem("invalid_record", f"{mid}:{exc}", str(exc), member_id=mid,
-                             member_name=name)
-        self._refresh_problems()
         return Decision(reason in GRANT_REASONS, reason, mid, name, None)
 
     def schedule(self) -> Schedule:
-        """The central office's schedule if it published a usable one, else the configuration's.
-
-        Parsed once per stored value; a value that means nothing (unknown zone, impossible
-        date) is reported once and the configured schedule applies until the office fixes it.
-        """
-        raw = self.rules.get_meta("schedule")
-        if self._schedule_cache is not None and self._schedule_cache[0] == raw:
-            return self._schedule_cache[1]
-        schedule = self.config_schedule
-        self.problems.pop("unusable_schedule", None)
-        if raw is not None:
-            try:
-                schedule = Schedule.from_dict(json.loads(raw))
-            except (ValueError, TypeError, RecursionError) as exc:
-                error = f"published schedule unusable, the configured one applies: {exc}"
-                self.problems["unusable_schedule"] = error
-                self._report_problem("unusable_schedule", raw, error)
-        self._schedule_cache = (raw, schedule)
-        return schedule
+        """The office's published schedule if usable, else the configuration's."""
+        return self.view.schedule()
 
     def rule_version(self) -> int | None:
         """The version of the rules held; None when the stored value is unusable (reported)."""
-        try:
-            version = self.rules.version
-        except (ValueError, TypeError) as exc:
-            error = f"stored rule version unusable: {exc}"
-            self.problems["invalid_version"] = error
-            self._report_problem("invalid_version", str(exc), error)
-            return None
-        self.problems.pop("invalid_version", None)
-        return version
+        return self.view.version()
 
-    def _refresh_problems(self) -> None:
-        if self._bad_members:
-            example = next(iter(self._bad_members.values()))
-            self.problems["invalid_record"] = (f"{len(self._bad_members)} member row(s) "
-                                               f"unusable, e.g. {example}")
-        else:
-            self.problems.pop("invalid_record", None)
+    @property
+    def problems(self) -> dict[str, str]:
+        """What in the rule cache cannot be used now (for status)."""
+        return dict(self.view.problems)
 
-    def _report_problem(self, reason: str, key: str, error: str, **fields: Any) -> None:
-        """Journal `alarm.rule_cache` and warn, once per distinct unusable value."""
-        with self._mutex:
-            if (reason, key) in self._reported:
-                return
-            self._reported.add((reason, key))
-            log.warning("rule cache: %s: %s", reason, error)
-            self.record(self.event(EventType.RULE_CACHE_ALARM, reason=reason,
-                                   detail={"error": error[:500]}, **fields))
+    def _rule_problem(self, reason: str, error: str, fields: dict[str, Any]) -> None:
+        """Journal `alarm.rule_cache` and warn (the view calls this once per bad value)."""
+        log.warning("rule cache: %s: %s", reason, error)
+        self.record(self.event(EventType.RULE_CACHE_ALARM, reason=reason,
+                               detail={"error": error[:500]}, **fields))
 
     def _internal_error(self, exc: BaseException, doing: str, mono: float, now: datetime,
                         trusted: bool) -> list[Event]:
