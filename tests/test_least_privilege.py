@@ -326,3 +326,8 @@ def test_the_wrapper_refuses_commands_this_version_lacks_cleanly(tmp_path):
         r = host(write_config(tmp_path), verb)
         assert r.returncode == 2 and r.stderr.count("\n") == 1
         assert "not available in this version" in r.stderr
+
+
+def test_the_wrapper_help_lists_the_host_commands(tmp_path):
+    r = host(write_config(tmp_path), "--help")
+    assert r.returncode == 0 and "enroll" in r.stdout and "central" not in r.stdout

@@ -50,6 +50,14 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
+def subcommands_here() -> list[str]:
+    """The host's commands this version has."""
+    from accessd.cli.main import build_parser
+
+    have = subcommands(build_parser())
+    return [verb for verb in HOST_COMMANDS if verb in have]
+
+
 def _number(token: str) -> bool:
     try:
         float(token)
@@ -64,13 +72,14 @@ def filter_args(args: Sequence[str], parser: argparse.ArgumentParser) -> list[st
     Raises HostCommandRefused naming what is not allowed. Options must be spelt in full
     (argparse would take `--conf` for `--config`), and `--` is refused (write --opt=value).
     """
-    verbs = ", ".join(HOST_COMMANDS)
+    have = subcommands(parser)
+    verbs = ", ".join(v for v in HOST_COMMANDS if v in have)
     if not args:
         raise HostCommandRefused(f"name a command: {verbs}")
     verb, rest = args[0], list(args[1:])
     if verb not in HOST_COMMANDS:
         raise HostCommandRefused(f"{verb!r} is not one of the host's commands ({verbs})")
-    if verb not in subcommands(parser):
+    if verb not in have:
         raise HostCommandRefused(f"{verb!r} is not available in this version of accessd")
     allowed = HOST_COMMANDS[verb] | _HELP
     for token in rest:
@@ -96,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               "installed by scripts/install-pi)", file=sys.stderr)
         return EXIT_REFUSED
     config, args = argv[0], argv[1:]
+    if args in (["-h"], ["--help"]):
+        print("usage: accessd COMMAND [OPTIONS]   (the host's commands on this door)\n"
+              f"commands: {', '.join(subcommands_here())}\n"
+              "accessd COMMAND --help shows a command's options.")
+        return 0
     try:
         args = filter_args(args, build_parser())
     except HostCommandRefused as exc:
