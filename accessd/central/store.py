@@ -164,6 +164,40 @@ class CentralStore(DoorRecords):
     def rows(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.execute(sql, args).fetchall()]
 
+    def stream(self, sql: str, args: Iterable[Any] = (),
+               size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of a query in lists of `size`, without holding them all in memory."""
+        try:
+            if self.dialect == "postgres":
+                with self.conn.cursor() as cur:
+                    chunk: list[tuple[Any, ...]] = []
+                    for r in cur.stream(self._sql(sql), tuple(args)):
+                        chunk.append(tuple(r))
+                        if len(chunk) >= size:
+                            yield chunk
+                            chunk = []
+                    if chunk:
+                        yield chunk
+                return
+            cur = self.conn.execute(sql, tuple(args))
+            while rows := cur.fetchmany(size):
+                yield [tuple(r) for r in rows]
+        except self._errors as exc:
+            raise StoreError(f"central store: {exc}") from exc
+
+    def tables(self) -> dict[str, list[str]]:
+        """Every table of the store and its columns, in order."""
+        if self.dialect == "postgres":
+            out: dict[str, list[str]] = {}
+            for table, column in self.rows(
+                    "SELECT table_name, column_name FROM information_schema.columns WHERE "
+                    "table_schema = current_schema() ORDER BY table_name, ordinal_position"):
+                out.setdefault(table, []).append(column)
+            return out
+        names = [r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {t: [r[1] for r in self.rows(f'PRAGMA table_info("{t}")')] for t in names}
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """All of it or none of it (BEGIN IMMEDIATE on SQLite: one writer at a time).
@@ -291,14 +325,16 @@ class CentralStore(DoorRecords):
         held = self.rows("SELECT count(*) FROM events WHERE site = ? AND door = ? AND seq "
                          "BETWEEN ? AND ?", (site, door, mark + 1, floor - 1))[0][0]
         self.record_purged(site, door, mark + 1, floor - 1, "door_floor")
-        self._raise_mark(site, door, floor - 1)
+        self.raise_mark(site, door, floor - 1)
         missing = floor - 1 - mark - held
         if missing:
             self.raise_alarm(site, door, "events_purged",
                              f"events {mark + 1}..{floor - 1}: {missing} were deleted at the "
                              "door (retention) before the office stored them", missing)
 
-    def _raise_mark(self, site: str, door: str, seq: int, seen: str | None = None) -> None:
+    def raise_mark(self, site: str, door: str, seq: int, seen: str | None = None) -> None:
+        """Move a door's stored mark up to `seq` (never down): only for numbers the store
+        holds or that were declared gone."""
         self.execute(
             "INSERT INTO doors (site, door, stored_seq, last_seen) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (site, door) DO UPDATE SET stored_seq = CASE WHEN "

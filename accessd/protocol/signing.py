@@ -60,25 +60,33 @@ class SigningKey:
 
     @classmethod
     def load_or_create(cls, path: Path) -> Self:
-        """The key in `path`, made there first (mode 0600) if there is none.
-
-        Written to a temporary file and linked into place, so a power cut never leaves half
-        a key, and two processes starting at once end with the same key.
-        """
+        """The key in `path`, made there first (mode 0600) if there is none."""
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(cls.generate().private_pem())
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            cls.create(path)
+        return cls.load(path)
+
+    @classmethod
+    def create(cls, path: Path, *, replace: bool = False) -> Self:
+        """A new key written to `path` (mode 0600): through a temporary file linked (or,
+        with `replace`, renamed) into place, so a power cut never leaves half a key and two
+        processes starting at once end with the same one."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = cls.generate()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key.private_pem())
+                fh.flush()
+                os.fsync(fh.fileno())
+            if replace:
+                os.replace(tmp, path)
+            else:
                 with contextlib.suppress(FileExistsError):  # another process was first
                     os.link(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-        return cls.load(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return key
 
     @classmethod
     def load(cls, path: Path) -> Self:

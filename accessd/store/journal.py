@@ -299,12 +299,6 @@ class Journal:
                                  "ORDER BY seq LIMIT ?", (start, limit)).fetchall()
         return [_row_to_entry(r) for r in rows]
 
-    def get(self, seqs: list[int]) -> list[JournalEntry]:
-        marks = ",".join("?" * len(seqs))
-        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq IN ({marks}) "
-                                 "ORDER BY seq", seqs).fetchall()
-        return [_row_to_entry(r) for r in rows]
-
     def depth(self) -> int:
         return max(0, self.last_seq - self.acked_seq)
 
