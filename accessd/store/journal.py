@@ -74,7 +74,9 @@ def stored_int(value: Any) -> int | None:
         return value if value >= 0 else None
     if isinstance(value, str):
         text = value.strip()
-        if text.isascii() and text.isdigit():
+        if not text.isascii():
+            return None
+        if text.isdigit():
             return int(text)
         try:
             value = float(text)
@@ -198,7 +200,7 @@ class Journal:
         fixes: dict[str, tuple[Any, int | str]] = {
             key: (raw, value)
             for key, raw, value in (("last_seq", raw_last, last), ("acked_seq", raw_acked, acked))
-            if raw is not None and (type(raw) is not int or raw != value)}
+            if raw is not None and str(raw) != str(value)}  # stored as text: "40"
         jid = self._meta_raw("journal_id")
         if not (isinstance(jid, str) and _JOURNAL_ID.fullmatch(jid)):
             fixes["journal_id"] = (jid, uuid.uuid4().hex)
