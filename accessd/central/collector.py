@@ -84,7 +84,8 @@ class Collector:
         self._held: dict[tuple[str, str], tuple[str, int, int]] = {}
         self._requests: dict[str, float] = {}
         self._keys = DoorKeys([])
-        self._keys_at = self._forced_at = -1e9
+        self._keys_at = -1e9
+        self._keys_seen: tuple[object, ...] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -147,15 +148,17 @@ class Collector:
 
     # -- door keys ----------------------------------------------------------------------
     def door_keys(self, refresh: bool = False) -> DoorKeys:
-        """The registered door keys, read again every `keys_refresh_s` (a key added or
-        removed by `accessd central door` counts within that), or at once when an event
-        names a key not known here (at most once a second: forged events cost nothing)."""
+        """The registered door keys, checked again every `keys_refresh_s` (a key added or
+        removed by `accessd central door` counts within that), and at once (`refresh`) when
+        a batch holds an event signed by a key not known here: a cheap look at whether the
+        table changed, so a flood of forged events costs one query a batch."""
         now = time.monotonic()
-        if refresh and now - self._forced_at >= 1.0:
-            self._forced_at = now
-        elif now - self._keys_at < self.keys_refresh_s:
+        if not refresh and now - self._keys_at < self.keys_refresh_s:
             return self._keys
         self._keys_at = now
+        seen = self.store.door_keys_version()
+        if seen == self._keys_seen:
+            return self._keys
         keys = []
         for row in self.store.door_keys():
             try:
@@ -163,7 +166,7 @@ class Collector:
             except ValueError as exc:
                 log.error("door key %s of %s/%s unusable: %s", row["key_id"], row["site"],
                           row["door"], exc)
-        self._keys = DoorKeys(keys)
+        self._keys, self._keys_seen = DoorKeys(keys), seen
         return self._keys
 
     # -- the worker ---------------------------------------------------------------------
@@ -197,7 +200,7 @@ class Collector:
         events: list[dict[str, Any]] = []
         requests, statuses = [], []
         refused: dict[tuple[str, str, str], list[str]] = {}
-        keys = self.door_keys()
+        keys, rechecked = self.door_keys(), False
         for msg in messages:
             parsed = parse_door_topic(msg.topic, self.prefix)
             if parsed is None:
@@ -215,9 +218,9 @@ class Collector:
                 try:
                     event = read_event(msg.payload, keys, site=site, door=door)
                 except ProtocolError as exc:
-                    if reason_of(exc) not in ("unknown_key", "wrong_door"):
+                    if rechecked or reason_of(exc) not in ("unknown_key", "wrong_door"):
                         raise
-                    keys = self.door_keys(refresh=True)  # registered a moment ago?
+                    keys, rechecked = self.door_keys(refresh=True), True  # just registered?
                     event = read_event(msg.payload, keys, site=site, door=door)
             except ProtocolError as exc:
                 self.stats.invalid += 1

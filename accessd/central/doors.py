@@ -138,6 +138,11 @@ class DoorRecords:
                              (site, door, kid)).rowcount
         return bool(n)
 
+    def door_keys_version(self) -> tuple[object, ...]:
+        """Changes whenever a key is added or removed (cheap: for collectors to poll)."""
+        return self.rows("SELECT count(*), max(added_at), min(key_id), max(key_id) "
+                         "FROM door_keys")[0]
+
     def door_keys(self, site: str | None = None,
                   door: str | None = None) -> list[dict[str, Any]]:
         where, args = where_clause(site=site, door=door)
