@@ -78,8 +78,9 @@ def network_link(ctx: Context, res: Result) -> None:
     from accessd.central.store import open_store
 
     store = open_store(ctx.workdir / "central.db")
-    collector = mb.start_collector(store, broker)
     site = _door_site(ctx.workdir / "door", mb, broker)
+    mb.register_door(store, ctx.workdir / "door")  # its key, made as at installation
+    collector = mb.start_collector(store, broker)
     members = [f"{0x5500000000 + i:010X}" for i in range(10)]
     for i, uid in enumerate(members):
         site.enroll(uid, f"Member {i}")

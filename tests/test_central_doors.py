@@ -143,3 +143,36 @@ def test_journals_are_per_door_and_events_without_one_go_through(store):
     other = uuid.uuid4().hex
     assert store.store_events([ev(1, door="d3", journal=other)]).journals == {
         ("s1", "d3"): other}
+
+
+def test_the_door_alarm_and_conflict_commands(tmp_path, capsys):
+    from accessd.central.cli import main
+
+    db = str(tmp_path / "central.db")
+    key = DoorKey.generate()
+    line = public_line(key.public, "s1/d1")
+    (tmp_path / "d1.pub").write_text(line + "\n")
+
+    def run(*args: str) -> int:
+        return main(["central", *args, "--store", db])
+
+    assert run("door", "add", "--site", "s1", "--door", "d1", "--public-key-file",
+               str(tmp_path / "d1.pub")) == 0
+    assert f"key {key.key_id} registered for s1/d1" in capsys.readouterr().out
+    assert run("door", "add", "--site", "s1", "--door", "d2", "--public-key", line) == 1
+    assert "labelled 's1/d1'" in capsys.readouterr().err
+    assert run("door", "list") == 0 and key.key_id in capsys.readouterr().out
+    store = open_store(db)
+    store.store_events([ev(1), ev(1, id="forged")])
+    store.close()
+    assert run("conflicts") == 0 and "kept d1-1" in capsys.readouterr().out
+    assert run("alarms", "--json") == 0
+    import json
+
+    (alarm,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert alarm["kind"] == "event_conflict"
+    assert run("alarms", "--clear", alarm["id"]) == 0
+    assert run("alarms") == 0 and "event_conflict" not in capsys.readouterr().out
+    assert run("alarms", "--clear", alarm["id"]) == 1
+    assert run("door", "remove", "--site", "s1", "--door", "d1", "--key-id", key.key_id) == 0
+    assert run("door", "remove", "--site", "s1", "--door", "d1", "--key-id", key.key_id) == 1

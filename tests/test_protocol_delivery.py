@@ -120,3 +120,23 @@ def test_the_door_key_is_made_once_private_and_the_same_for_racing_processes(tmp
     assert [p.name for p in path.parent.iterdir()] == ["door.key"]  # no temporary left
     new = DoorKey.create(path, replace=True)
     assert DoorKey.load(path).key_id == new.key_id not in ids
+
+
+def test_a_batch_of_signatures_is_checked_the_same_in_workers_as_in_the_thread():
+    from accessd.central.verify import SPREAD_FROM, SignatureChecker
+    from accessd.protocol.delivery import signed_bytes
+    from accessd.protocol.signing import raw_public_bytes
+
+    raw = raw_public_bytes(D1.public)
+    envelopes = [json.loads(wire(seq=s)) for s in range(1, 2 * SPREAD_FROM + 1)]
+    for n in (5, 77, 120):  # a few forged among them, in every share
+        envelopes[n]["payload"]["member_id"] = "mallory"
+    checks = [(raw, *signed_bytes(e)) for e in envelopes]
+    expected = [n not in (5, 77, 120) for n in range(len(checks))]
+    pooled = SignatureChecker(workers=2)
+    try:
+        assert pooled.check(checks) == expected
+        assert pooled.check(checks[:3]) == expected[:3]  # a small batch: in the thread
+    finally:
+        pooled.close()
+    assert SignatureChecker(workers=0).check(checks) == expected

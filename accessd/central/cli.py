@@ -87,7 +87,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     key = OfficeKey.load(args.key)
     store = _open(args)
     collector = Collector(store, _settings(args), key=key, prefix=args.prefix,
-                          group=args.group, client_id=args.client_id)
+                          group=args.group, client_id=args.client_id,
+                          verify_workers=args.verify_workers)
     if not store.door_keys():
         logging.warning("no door key is registered: every event will be refused until "
                         "`accessd central door add` registers the doors")
@@ -415,6 +416,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="unique per collector; its broker session keeps messages while down")
     p.add_argument("--key", type=Path, required=True,
                    help="the office's private key: acknowledgements to doors are signed")
+    p.add_argument("--verify-workers", type=int, metavar="N",
+                   help="processes checking event signatures beside the collector "
+                        "(default: one per spare core, at most 3; 0: none)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
 
     p = add("door", cmd_door, "Register, list and remove the doors' signing keys.")

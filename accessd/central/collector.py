@@ -25,9 +25,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from accessd.central.store import CentralStore
+from accessd.central.verify import SignatureChecker, default_workers
 from accessd.errors import ProtocolError, StoreError
-from accessd.protocol.codec import decode, encode, validate
-from accessd.protocol.delivery import DoorKeys, make_ack, read_event
+from accessd.protocol.codec import EVENT_MAX_BYTES, decode, encode, validate
+from accessd.protocol.delivery import DoorKeys, check_event, make_ack, signed_bytes
 from accessd.protocol.signing import OfficeKey, parse_public_line, reason_of
 from accessd.protocol.topics import (
     COLLECTOR_GROUP,
@@ -68,13 +69,15 @@ class Collector:
                  prefix: str = "accessd", group: str = COLLECTOR_GROUP,
                  client_id: str = "accessd-collector", session_expiry_s: int = SESSION_EXPIRY_S,
                  batch: int = 500, gap_timeout_s: float = 3.0, catchup_window: int = 100,
-                 keys_refresh_s: float = 10.0) -> None:
+                 keys_refresh_s: float = 10.0, verify_workers: int | None = None) -> None:
         self.store, self.settings, self.prefix, self.group = store, settings, prefix, group
         self.key = key
         self.client_id, self.session_expiry_s = client_id, session_expiry_s
         self.batch, self.gap_timeout_s = batch, gap_timeout_s
         self.catchup_window, self.keys_refresh_s = catchup_window, keys_refresh_s
         self.stats = CollectorStats()
+        self.checker = SignatureChecker(default_workers() if verify_workers is None
+                                        else verify_workers)
         self._inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,6 +113,7 @@ class Collector:
             self._thread.join(timeout)
         self.client.disconnect()
         self.client.loop_stop()
+        self.checker.close()
 
     def run_forever(self) -> None:
         self.start()
@@ -197,10 +201,17 @@ class Collector:
             self._check_gaps()
 
     def _handle(self, messages: list[mqtt.MQTTMessage]) -> None:
-        events: list[dict[str, Any]] = []
         requests, statuses = [], []
         refused: dict[tuple[str, str, str], list[str]] = {}
+        signed: list[tuple[str, str, dict[str, Any], bytes]] = []
         keys, rechecked = self.door_keys(), False
+
+        def refuse(site: str, door: str, exc: ProtocolError) -> None:
+            self.stats.invalid += 1
+            reason = reason_of(exc)
+            kind = f"event_{reason}" if reason in SIGNATURE_REASONS else "event_invalid"
+            refused.setdefault((site, door, kind), []).append(str(exc))
+
         for msg in messages:
             parsed = parse_door_topic(msg.topic, self.prefix)
             if parsed is None:
@@ -215,20 +226,29 @@ class Collector:
                 continue
             self.stats.received += 1
             try:
+                envelope = decode(msg.payload, max_bytes=EVENT_MAX_BYTES)
                 try:
-                    event = read_event(msg.payload, keys, site=site, door=door)
+                    public = keys.key_for(envelope, site, door)
                 except ProtocolError as exc:
                     if rechecked or reason_of(exc) not in ("unknown_key", "wrong_door"):
                         raise
                     keys, rechecked = self.door_keys(refresh=True), True  # just registered?
-                    event = read_event(msg.payload, keys, site=site, door=door)
+                    public = keys.key_for(envelope, site, door)
             except ProtocolError as exc:
-                self.stats.invalid += 1
-                reason = reason_of(exc)
-                kind = f"event_{reason}" if reason in SIGNATURE_REASONS else "event_invalid"
-                refused.setdefault((site, door, kind), []).append(str(exc))
+                refuse(site, door, exc)
                 continue
-            events.append(event)
+            signed.append((site, door, envelope, public))
+        # every signature of the batch at once, spread over the workers
+        verdicts = self.checker.check([(public, *signed_bytes(envelope))
+                                       for _s, _d, envelope, public in signed])
+        events: list[dict[str, Any]] = []
+        for (site, door, envelope, _public), holds in zip(signed, verdicts, strict=True):
+            try:
+                if not holds:
+                    raise ProtocolError("bad_signature: the signature does not match")
+                events.append(check_event(envelope["payload"], site=site, door=door))
+            except ProtocolError as exc:
+                refuse(site, door, exc)
         if events:
             self._store(events)
         for (site, door, kind), errors in refused.items():

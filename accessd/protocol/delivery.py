@@ -10,59 +10,80 @@ journal (an SD card replaced) is ever applied to the new one. docs/protocol.md d
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from accessd.errors import ProtocolError
 from accessd.protocol.codec import EVENT_MAX_BYTES, EVENT_VERSION, decode, validate
-from accessd.protocol.signing import PublicKeys, SigningKey, key_id
+from accessd.protocol.signing import (
+    PublicKeys,
+    SigningKey,
+    canonical,
+    key_id,
+    raw_public_bytes,
+)
 
 ACK_VERSION = 2
 ACK_MAX_BYTES = 2048
-
-
-def signed_event(key: SigningKey, payload: dict[str, Any]) -> dict[str, Any]:
-    """The envelope a door publishes for one event payload (schemas/event.json)."""
-    return key.sign(payload)
 
 
 class DoorKeys:
     """The door public keys the office registered: which key id belongs to which door."""
 
     def __init__(self, keys: Iterable[tuple[str, str, Ed25519PublicKey]]) -> None:
-        by_door: dict[tuple[str, str], list[Ed25519PublicKey]] = {}
         self.owner: dict[str, tuple[str, str]] = {}
+        self.raw: dict[str, bytes] = {}
         for site, door, public in keys:
-            by_door.setdefault((site, door), []).append(public)
-            self.owner[key_id(public)] = (site, door)
-        self.doors = {door: PublicKeys(keys) for door, keys in by_door.items()}
+            kid = key_id(public)
+            self.owner[kid], self.raw[kid] = (site, door), raw_public_bytes(public)
 
     def __len__(self) -> int:
         return len(self.owner)
 
-    def verify(self, envelope: Any, site: str, door: str) -> dict[str, Any]:
-        """The payload, if a key registered for (site, door) signed it; else ProtocolError
-        with reason unsigned, unknown_key, wrong_door or bad_signature."""
+    def key_for(self, envelope: Any, site: str, door: str) -> bytes:
+        """The raw public key that must have signed this envelope, if it is registered for
+        (site, door); else ProtocolError with reason unsigned, unknown_key or wrong_door."""
         if not isinstance(envelope, dict) or "sig" not in envelope:
             raise ProtocolError("unsigned: the event carries no signature")
         validate("signed", envelope)
         kid = envelope["key_id"]
-        keys = self.doors.get((site, door))
-        if keys is None or kid not in keys.by_id:
-            owner = self.owner.get(kid)
-            if owner is not None:
-                raise ProtocolError(f"wrong_door: signed by key {kid}, registered for "
-                                    f"{owner[0]}/{owner[1]}")
+        owner = self.owner.get(kid)
+        if owner is None:
             raise ProtocolError(f"unknown_key: key {kid} is not registered for {site}/{door}")
-        return keys.verify(envelope)
+        if owner != (site, door):
+            raise ProtocolError(f"wrong_door: signed by key {kid}, registered for "
+                                f"{owner[0]}/{owner[1]}")
+        return self.raw[kid]
+
+    def verify(self, envelope: Any, site: str, door: str) -> dict[str, Any]:
+        """The payload, if a key registered for (site, door) signed it; else ProtocolError
+        with reason unsigned, unknown_key, wrong_door or bad_signature."""
+        raw = self.key_for(envelope, site, door)
+        if not signature_holds(raw, envelope):
+            raise ProtocolError("bad_signature: the signature does not match")
+        return envelope["payload"]
 
 
-def read_event(raw: bytes, keys: DoorKeys, *, site: str, door: str) -> dict[str, Any]:
-    """The payload of an event published on (site, door)'s topic, checked whole: size,
-    JSON, signature by one of that door's keys, schema, site and door, floor."""
-    payload = keys.verify(decode(raw, max_bytes=EVENT_MAX_BYTES), site, door)
+def signed_bytes(envelope: dict[str, Any]) -> tuple[bytes, bytes]:
+    """(signature, the bytes it signs) of an envelope that passed schemas/signed.json."""
+    return base64.b64decode(envelope["sig"]), canonical(envelope["payload"])
+
+
+def signature_holds(raw: bytes, envelope: dict[str, Any]) -> bool:
+    sig, message = signed_bytes(envelope)
+    try:
+        Ed25519PublicKey.from_public_bytes(raw).verify(sig, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def check_event(payload: dict[str, Any], *, site: str, door: str) -> dict[str, Any]:
+    """The rest of an event's checks, once its signature holds: schema, site and door, floor."""
     validate("event", payload)
     if (payload["site"], payload["door"]) != (site, door):
         raise ProtocolError(f"wrong_door: an event of {payload['site']}/{payload['door']} "
@@ -71,6 +92,13 @@ def read_event(raw: bytes, keys: DoorKeys, *, site: str, door: str) -> dict[str,
         raise ProtocolError(f"invalid: event: floor {payload['floor']} above its own "
                             f"seq {payload['seq']}")
     return payload
+
+
+def read_event(raw: bytes, keys: DoorKeys, *, site: str, door: str) -> dict[str, Any]:
+    """The payload of an event published on (site, door)'s topic, checked whole: size,
+    JSON, signature by one of that door's keys, schema, site and door, floor."""
+    payload = keys.verify(decode(raw, max_bytes=EVENT_MAX_BYTES), site, door)
+    return check_event(payload, site=site, door=door)
 
 
 def make_ack(key: SigningKey, *, site: str, door: str, journal: str, acked: int | None = None,
@@ -105,5 +133,5 @@ def read_ack(raw: bytes, keys: PublicKeys, *, site: str, door: str) -> dict[str,
     return payload
 
 
-__all__ = ["ACK_MAX_BYTES", "ACK_VERSION", "EVENT_VERSION", "DoorKeys", "make_ack",
-           "read_ack", "read_event", "signed_event"]
+__all__ = ["ACK_MAX_BYTES", "ACK_VERSION", "EVENT_VERSION", "DoorKeys", "check_event",
+           "make_ack", "read_ack", "read_event", "signature_holds", "signed_bytes"]

@@ -35,12 +35,13 @@ def canonical(payload: Any) -> bytes:
                       ensure_ascii=False).encode("utf-8")
 
 
-def _raw(public: Ed25519PublicKey) -> bytes:
+def raw_public_bytes(public: Ed25519PublicKey) -> bytes:
+    """The 32 bytes of a public key."""
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def key_id(public: Ed25519PublicKey) -> str:
-    return hashlib.sha256(_raw(public)).hexdigest()[:16]
+    return hashlib.sha256(raw_public_bytes(public)).hexdigest()[:16]
 
 
 class SigningKey:
@@ -133,7 +134,7 @@ class DoorKey(SigningKey):
 
 def public_line(public: Ed25519PublicKey, label: str = "") -> str:
     """One trusted key as a line: `ed25519 <base64 raw key> <key id> [label]`."""
-    line = f"ed25519 {base64.b64encode(_raw(public)).decode('ascii')} {key_id(public)}"
+    line = f"ed25519 {base64.b64encode(raw_public_bytes(public)).decode('ascii')} {key_id(public)}"
     return f"{line} {label}" if label else line
 
 
