@@ -99,6 +99,7 @@ class Collector:
         c.on_message = lambda _c, _u, msg: self._inbox.put(msg)
         self.client = c
         self.door_keys()
+        self.checker.warm()
         connect(c, self.settings, clean_start=False, session_expiry_s=self.session_expiry_s)
         self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
         self._thread.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 Check = tuple[bytes, bytes, bytes]  # raw public key (32), signature (64), signed bytes
 SPREAD_FROM = 64  # fewer checks than this are not worth a round trip to the workers
+RETRY_S = 60.0  # after a worker died, the thread checks alone this long
 
 
 def default_workers() -> int:
@@ -45,13 +47,21 @@ class SignatureChecker:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._retry_at = 0.0
 
     def _executor(self) -> ProcessPoolExecutor | None:
-        if self.workers and self._pool is None:
+        if self.workers and self._pool is None and time.monotonic() >= self._retry_at:
             # spawn: the collector has threads (paho's), which fork would copy half-held
             self._pool = ProcessPoolExecutor(self.workers,
                                              mp_context=multiprocessing.get_context("spawn"))
         return self._pool
+
+    def warm(self) -> None:
+        """Start the workers now (a second or so), not on the first large batch."""
+        pool = self._executor()
+        if pool is not None:
+            for _ in range(self.workers):
+                pool.submit(check_all, [])
 
     def check(self, checks: list[Check]) -> list[bool]:
         """The verdict for each check, in order."""
@@ -68,8 +78,11 @@ class SignatureChecker:
             try:
                 out += future.result()
             except BrokenProcessPool as exc:
-                log.warning("a signature worker died (%s); checking in the collector", exc)
-                self.close()
+                if self._pool is not None:
+                    log.warning("a signature worker died (%s); checking in the collector "
+                                "for %.0f s", exc, RETRY_S)
+                    self.close()
+                    self._retry_at = time.monotonic() + RETRY_S
                 out += check_all(part)
         return out
 
