@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_central_store import _postgres
+from test_central_store import a_store
 
 from accessd.central.store import CentralStore, open_store
 from accessd.errors import StoreError
@@ -19,12 +19,7 @@ J1, J2 = "1" * 32, "2" * 32
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CentralStore]:
-    if request.param == "postgres":
-        yield from _postgres()
-    else:
-        s = open_store(tmp_path / "central.db")
-        yield s
-        s.close()
+    yield from a_store(request.param, tmp_path)
 
 
 def ev(seq: int, door: str = "d1", journal: str | None = J1, **kw) -> dict:

@@ -3,15 +3,12 @@ without losing or duplicating an event; idempotent, resumable, verified."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from test_central_store import PG_URL
+from test_central_store import private_schema
 
-from accessd.central.cli import main as central
+from accessd.central.cli import main
 from accessd.central.migrate import migrate
 from accessd.central.store import CentralStore, open_store
 from accessd.protocol.signing import DoorKey, public_line
@@ -19,20 +16,13 @@ from accessd.protocol.signing import DoorKey, public_line
 J = "9" * 32
 
 
+def central(*args: str) -> int:
+    return main(["central", *args])
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-    schema = f"accessd_migrate_{secrets.token_hex(4)}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_URL}?options={quote(f'-csearch_path={schema}')}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+    yield from private_schema()
 
 
 def ev(seq: int, door: str = "d1") -> dict:
@@ -114,7 +104,7 @@ def test_an_event_the_target_holds_differently_is_reported_not_overwritten(tmp_p
     source = open_store(tmp_path / "office.db")
     fill(source, 20)
     source.close()
-    code = central(["central", "migrate", "--from", str(tmp_path / "office.db"), "--to", pg_url])
+    code = central("migrate", "--from", str(tmp_path / "office.db"), "--to", pg_url)
     assert code == 1
     target = open_store(pg_url)
     try:
@@ -129,12 +119,12 @@ def test_the_command_line_migrates_and_checks(tmp_path, pg_url, capsys):
     source = open_store(tmp_path / "office.db")
     fill(source, 50)
     source.close()
-    assert central(["central", "migrate", "--from", str(tmp_path / "office.db"), "--to", pg_url]) == 0
+    assert central("migrate", "--from", str(tmp_path / "office.db"), "--to", pg_url) == 0
     out = capsys.readouterr()
     assert "migrated: 53 events checked" in out.out and "events: 53 rows read" in out.err
-    assert central(["central", "migrate", "--from", pg_url, "--to", str(tmp_path / "back.db")]) == 0
+    assert central("migrate", "--from", pg_url, "--to", str(tmp_path / "back.db")) == 0
     back = open_store(tmp_path / "back.db")
     assert back.count_events("s1") == 53 and back.stored_seq("s1") == {"d1": 50, "d2": 2}
     back.close()
-    assert central(["central", "migrate", "--from", pg_url, "--to", pg_url]) == 1
+    assert central("migrate", "--from", pg_url, "--to", pg_url) == 1
     assert "same store" in capsys.readouterr().err
