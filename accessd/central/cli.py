@@ -126,13 +126,11 @@ def cmd_door(args: argparse.Namespace) -> int:
                   "refused from now on")
         else:
             rows = store.door_keys(args.site, args.door)
-            if args.json:
-                for r in rows:
-                    print(json.dumps(r, sort_keys=True))
-            elif not rows:
+            for r in rows:
+                print(json.dumps(r, sort_keys=True) if args.json else
+                      f"{r['site']}/{r['door']:<12} {r['key_id']}  added {r['added_at']}")
+            if not rows and not args.json:
                 print("no door key registered", file=sys.stderr)
-            for r in [] if args.json else rows:
-                print(f"{r['site']}/{r['door']:<12} {r['key_id']}  added {r['added_at']}")
     finally:
         store.close()
     return 0
