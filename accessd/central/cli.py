@@ -414,9 +414,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="unique per collector; its broker session keeps messages while down")
     p.add_argument("--key", type=Path, required=True,
                    help="the office's private key: acknowledgements to doors are signed")
-    p.add_argument("--verify-workers", type=int, metavar="N",
-                   help="processes checking event signatures beside the collector "
-                        "(default: one per spare core, at most 3; 0: none)")
+    p.add_argument("--verify-workers", type=int, metavar="N", default=0,
+                   help="processes checking event signatures beside the collector, for "
+                        "idle cores (default 0: in the collector; run more collectors first)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
 
     p = add("door", cmd_door, "Register, list and remove the doors' signing keys.")

@@ -9,8 +9,8 @@ office's key, with the contiguous mark recomputed from the store).
 
 The office asks for what it lacks: a hole in a door's numbers that stays open for
 `gap_timeout_s` (another collector may simply be filling it), or numbers a door's retained
-status shows it holds (a new or restored office store): a window at a time, the next one as
-soon as the previous one is stored, until the store has everything the doors still hold.
+status shows it believes stored (a new or restored office store): a window at a time, the
+next one as soon as the previous one is stored, until the store has all the doors still hold.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from accessd.central.store import CentralStore
-from accessd.central.verify import SignatureChecker, default_workers
+from accessd.central.verify import SignatureChecker
 from accessd.errors import ProtocolError, StoreError
 from accessd.protocol.codec import EVENT_MAX_BYTES, decode, encode, validate
 from accessd.protocol.delivery import DoorKeys, check_event, make_ack, signed_bytes
@@ -69,21 +69,20 @@ class Collector:
                  prefix: str = "accessd", group: str = COLLECTOR_GROUP,
                  client_id: str = "accessd-collector", session_expiry_s: int = SESSION_EXPIRY_S,
                  batch: int = 500, gap_timeout_s: float = 3.0, catchup_window: int = 100,
-                 keys_refresh_s: float = 10.0, verify_workers: int | None = None) -> None:
+                 keys_refresh_s: float = 10.0, verify_workers: int = 0) -> None:
         self.store, self.settings, self.prefix, self.group = store, settings, prefix, group
         self.key = key
         self.client_id, self.session_expiry_s = client_id, session_expiry_s
         self.batch, self.gap_timeout_s = batch, gap_timeout_s
         self.catchup_window, self.keys_refresh_s = catchup_window, keys_refresh_s
         self.stats = CollectorStats()
-        self.checker = SignatureChecker(default_workers() if verify_workers is None
-                                        else verify_workers)
+        self.checker = SignatureChecker(verify_workers)
         self._inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._gaps: dict[tuple[str, str], float] = {}  # door -> when to ask again
         self._asked: dict[tuple[str, str], int] = {}  # door -> end of the range asked for
-        # what each door's status says it holds: (journal, acked_seq, last_seq)
+        # what each door's status says: (journal, acked_seq, last_seq)
         self._held: dict[tuple[str, str], tuple[str, int, int]] = {}
         self._requests: dict[str, float] = {}
         self._keys = DoorKeys([])
@@ -294,8 +293,8 @@ class Collector:
             journal = held[0]  # a new office store: the door's word for its journal
         if journal is None:
             return  # a door never heard of: nothing to say
-        if hole is None and held and held[0] == journal and held[2] > mark:
-            hole = (mark + 1, held[2])
+        if hole is None and held and held[0] == journal and held[1] > mark:
+            hole = (mark + 1, held[1])  # the door believes these stored: it will not resend
         self.stats.doors[f"{site}/{door}"] = mark
         resend = None
         now = time.monotonic()
@@ -325,8 +324,9 @@ class Collector:
                 self._acknowledge(site, door)
 
     def _status(self, site: str, door: str, payload: bytes) -> None:
-        """A door's (retained) status: if it holds numbers the store lacks, ask for them;
-        at once for those it believes stored (acknowledged), which it will not send again."""
+        """A door's (retained) status: if it believes stored (acknowledged) numbers the store
+        lacks, ask for them at once: it will not send them again on its own. What it has not
+        had acknowledged it sends anyway (asking too would only double it)."""
         try:
             status = decode(payload, max_bytes=STATUS_MAX_BYTES)
             validate("status", status)
@@ -339,10 +339,8 @@ class Collector:
         key = (site, door)
         acked, last = status.get("acked_seq", 0), status["last_seq"]
         self._held[key] = (status["journal"], acked, last)
-        mark = self.store.stored_seq(site).get(door, 0)
-        if last > mark and key not in self._gaps:
-            now = time.monotonic()
-            self._gaps[key] = now if acked > mark else now + self.gap_timeout_s
+        if acked > self.store.stored_seq(site).get(door, 0):
+            self._gaps[key] = time.monotonic()
 
     def _republish(self, site: str) -> None:
         """A door asks for rules: send the latest signed snapshot again (no key needed)."""
