@@ -30,6 +30,7 @@ class SiteConfig:
     name: str
     timezone: str
     secret_file: Path
+    door_key_file: Path  # this door's own Ed25519 key: signs its events; never leaves it
 
     @property
     def tz(self) -> ZoneInfo:
@@ -257,6 +258,7 @@ def _parse(data: dict[str, Any], where: str, base: Path) -> Config:
         name=s.get("name", str, site_id),
         timezone=tzname,
         secret_file=s.path("secret_file", None, base) or storage.dir / "site.key",
+        door_key_file=s.path("door_key_file", None, base) or storage.dir / "door.key",
     )
     s.check_unknown()
     st.check_unknown()

@@ -66,6 +66,7 @@ def secret_files(cfg: Config) -> list[tuple[str, Path]]:
     """(dotted key, path) of each secret file the configuration names."""
     found: list[tuple[str, Path | None]] = [
         ("site.secret_file", cfg.site.secret_file),
+        ("site.door_key_file", cfg.site.door_key_file),
         ("mqtt.password_file", cfg.mqtt.password_file),
         ("mqtt.key_file", cfg.mqtt.key_file),
     ]

@@ -40,6 +40,7 @@ class EventType(StrEnum):
     DAEMON_STARTED = "daemon.started"
     DAEMON_STOPPED = "daemon.stopped"
     EVENTS_PURGED = "journal.purged"
+    JOURNAL_RENUMBERED = "journal.renumbered"
 
 
 def utcnow() -> datetime:

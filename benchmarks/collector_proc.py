@@ -1,6 +1,7 @@
 """The central collector as its own process, reporting each committed batch on stdout.
 
-    python -m benchmarks.collector_proc --store URL --port N --ca FILE --password PW [--seqs]
+    python -m benchmarks.collector_proc --store URL --port N --ca FILE --password PW --key FILE
+        [--seqs]
 
 The collector is accessd's own (`accessd.central.collector.Collector` over `open_store`); the
 only addition is a wrapper around `store_events` that prints, once the batch is committed,
@@ -30,11 +31,13 @@ def main() -> int:
     p.add_argument("--ca", required=True)
     p.add_argument("--password", required=True)
     p.add_argument("--client-id", default="bench-collector")
+    p.add_argument("--key", required=True, help="the office's private key (signs acks)")
     p.add_argument("--seqs", action="store_true")
     args = p.parse_args()
 
     from accessd.central.collector import Collector
     from accessd.central.store import open_store
+    from accessd.protocol.signing import OfficeKey
     from accessd.protocol.transport import BrokerSettings
 
     store = open_store(args.store)
@@ -57,7 +60,8 @@ def main() -> int:
     settings = BrokerSettings(host="127.0.0.1", port=args.port, username="central",
                               password=args.password, tls=True, ca_file=Path(args.ca),
                               reconnect_min_s=1, reconnect_max_s=2, keepalive_s=10)
-    collector = Collector(store, settings, prefix="accessd", client_id=args.client_id)
+    collector = Collector(store, settings, key=OfficeKey.load(Path(args.key)), prefix="accessd",
+                          client_id=args.client_id)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     collector.start()
@@ -70,7 +74,7 @@ def main() -> int:
             t = time.perf_counter()
             if msg.topic.endswith("/event"):
                 with contextlib.suppress(ValueError, KeyError):
-                    seq = json.loads(msg.payload)["seq"]
+                    seq = json.loads(msg.payload)["payload"]["seq"]
                     with lock:
                         out.write(f"M {t:.6f} {msg.topic.split('/')[2]}:{seq}\n")
                         out.flush()

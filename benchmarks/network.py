@@ -21,9 +21,14 @@ pessimistic compared with a door, a broker and a collector on separate machines.
   and the collector start, then the door's Uplink: its events / (all acknowledged - uplink
   connected). The wait for the connection (back-off) is reported, not counted.
 - central_ingest_*: one load generator (the office's "central" login, allowed to write every
-  door's topic) publishes valid event messages for 50 doors as fast as paho goes, QoS 1;
-  the collector process stores them (batches, one commit each, acknowledgements to doors).
+  door's topic) publishes valid event messages for 50 doors as fast as paho goes, QoS 1,
+  each signed beforehand by its door's key (registered in the store, as `accessd central
+  door add` does); the collector process checks every signature and stores them (batches, one
+  commit each, signed acknowledgements to doors).
   Rate: events / (last batch committed - first batch committed).
+
+Doors trust the benchmark's office key (acknowledgements are signed with it) and their own
+door key is registered in the collector's store before the collector starts.
 """
 
 from __future__ import annotations
@@ -115,11 +120,42 @@ def start_broker(folder: Path, doors: tuple[tuple[str, str], ...]) -> Any:
     return broker
 
 
+class Office:
+    """The benchmark's office key: the collector signs acknowledgements with it, the doors
+    trust its public half (and the rule snapshots it signs)."""
+
+    def __init__(self, folder: Path) -> None:
+        from accessd.protocol.signing import OfficeKey
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.key_file, self.public_file = folder / "office.key", folder / "office.pub"
+        if not self.key_file.exists():
+            OfficeKey.generate().save(self.key_file, self.public_file)
+        self.key = OfficeKey.load(self.key_file)
+
+
+def register_door_key(store_url: str, config: Path) -> None:
+    """Make the door's key where its configuration says, and register it in the store (what
+    scripts/install-pi and `accessd central door add` do)."""
+    from accessd.central.store import open_store
+    from accessd.config import load_config
+    from accessd.protocol.signing import DoorKey, public_line
+
+    cfg = load_config(config)
+    key = DoorKey.load_or_create(cfg.site.door_key_file)
+    store = open_store(store_url)
+    try:
+        store.add_door_key(cfg.site.id, cfg.site.door, public_line(key.public))
+    finally:
+        store.close()
+
+
 def door_mqtt(broker: Any, *, public_key: Path | None = None, extra: str = "") -> str:
     pw = broker.folder / f"door-{SITE}-{DOOR}.pw"
     pw.write_text(broker.users[f"door-{SITE}-{DOOR}"] + "\n")
     pw.chmod(0o600)
-    key = f'rules_public_key_file = "{public_key}"\n' if public_key else ""
+    public_key = public_key or Office(broker.folder.parent / "office").public_file
+    key = f'rules_public_key_file = "{public_key}"\n'
     return (f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\ntls = true\n'
             f'ca_file = "{broker.ca}"\nusername = "door-{SITE}-{DOOR}"\n'
             f'password_file = "{pw}"\ntopic_prefix = "accessd"\nreconnect_max_s = 2\n'
@@ -135,7 +171,8 @@ class CollectorProc:
         cmd = [sys.executable, str(ROOT / "benchmarks" / "collector_proc.py"), "--store",
                store_url,
                "--port", str(broker.port), "--ca", str(broker.ca),
-               "--password", broker.users["central"], "--client-id", client_id]
+               "--password", broker.users["central"], "--client-id", client_id,
+               "--key", str(Office(broker.folder.parent / "office").key_file)]
         if seqs:
             cmd.append("--seqs")
         self.stderr = open(folder / f"{client_id}.stderr", "w")  # noqa: SIM115
@@ -280,11 +317,12 @@ def bench_event_to_central(sites: SiteFactory, work: Path, broker: Any, *, sampl
     rng = random.Random(7)
     members = sites.members_subscribers()
     cards = Cards(members, rng)
-    collector = CollectorProc(broker, str(work / "central-e2c.db"), work, seqs=True,
-                              client_id="bench-collector-e2c")
     pty = Pty()
     site = sites.site(readers=[{"name": "door", "type": "serial", "port": pty.path}],
                       factory="default", extra=door_mqtt(broker))
+    register_door_key(str(work / "central-e2c.db"), site.config)
+    collector = CollectorProc(broker, str(work / "central-e2c.db"), work, seqs=True,
+                              client_id="bench-collector-e2c")
     published: dict[int, float] = {}
     real_send = uplink_service.Uplink._send
 
@@ -494,6 +532,7 @@ def bench_outbox_drain(sites: SiteFactory, work: Path, broker: Any, *, events: i
     site = sites.site(readers=[{"name": "door", "type": "simulated"}],
                       extra=door_mqtt(broker))
     cfg = load_config(site.config)
+    register_door_key(str(work / "central-drain.db"), site.config)
     # the collector's persistent session (and its shared subscription) exists before the
     # outage, as at an office whose collector has been running all along
     collector = CollectorProc(broker, str(work / "central-drain.db"), work,
@@ -542,19 +581,32 @@ def bench_outbox_drain(sites: SiteFactory, work: Path, broker: Any, *, events: i
 # -- central_ingest_events_per_s ---------------------------------------------------------------
 
 
-def _ingest_messages(doors: list[tuple[str, str]], per_door: int) -> list[tuple[str, bytes]]:
-    """Valid event messages, interleaved across doors, each door's numbers in order."""
+def _ingest_messages(doors: list[tuple[str, str]], per_door: int,
+                     store_url: str) -> list[tuple[str, bytes]]:
+    """Valid event messages, interleaved across doors, each door's numbers in order, each
+    signed by its door's key; the keys are registered in the store."""
+    from accessd.central.store import open_store
     from accessd.events import JournalEntry
     from accessd.protocol.codec import encode
+    from accessd.protocol.signing import DoorKey, public_line
     from accessd.protocol.topics import Topics
     from accessd.uplink.outbox import event_message
 
+    keys = {door: DoorKey.generate() for door in doors}
+    journals = {door: uuid.uuid4().hex for door in doors}
+    store = open_store(store_url)
+    try:
+        for (site, door), key in keys.items():
+            store.add_door_key(site, door, public_line(key.public))
+    finally:
+        store.close()
     template = _events(1)[0]
     out = []
     for seq in range(1, per_door + 1):
         for site, door in doors:
             entry = JournalEntry(seq, uuid.uuid4().hex, site, door, template)
-            out.append((Topics("accessd", site, door).event, encode(event_message(entry))))
+            body = keys[(site, door)].sign(event_message(entry, journals[(site, door)]))
+            out.append((Topics("accessd", site, door).event, encode(body)))
     return out
 
 
@@ -567,7 +619,7 @@ def bench_ingest(work: Path, broker: Any, doors: list[tuple[str, str]], store_ur
     from accessd.protocol.transport import connect, new_client
 
     per_door = max(1, events // len(doors))
-    messages = _ingest_messages(doors, per_door)
+    messages = _ingest_messages(doors, per_door, store_url)
     total = len(messages)
     client_id = f"bench-collector-{key}"
     first = CollectorProc(broker, store_url, work, client_id=client_id)

@@ -95,13 +95,19 @@ def _doc_like(base: dict[str, Any]) -> st.SearchStrategy[bytes]:
 
 def fuzz_network(ctx: Context, res: Result, n: int) -> None:
     from accessd.errors import ProtocolError
-    from accessd.protocol.codec import COMMAND_MAX_BYTES, EVENT_MAX_BYTES, decode, validate
+    from accessd.protocol.codec import COMMAND_MAX_BYTES, decode
     from accessd.protocol.commands import make_command, verify_command
+    from accessd.protocol.delivery import DoorKeys, make_ack, read_ack, read_event
     from accessd.protocol.rules import make_snapshot, read_rule_document
-    from accessd.protocol.signing import OfficeKey, PublicKeys
+    from accessd.protocol.signing import DoorKey, OfficeKey, PublicKeys
 
-    key = OfficeKey.generate()
-    keys = PublicKeys([key.public])
+    key, door_key = OfficeKey.generate(), DoorKey.generate()
+    keys, door_keys = PublicKeys([key.public]), DoorKeys([("faults", "front", door_key.public)])
+    signed_ack = make_ack(key, site="faults", door="front", journal="0" * 32, acked=5)
+    signed_event = door_key.sign({
+        "v": 2, "seq": 1, "id": "x", "site": "faults", "door": "front", "journal": "0" * 32,
+        "type": "access.granted", "ts": "2026-01-01T00:00:00.000Z", "clock_trusted": True,
+        "detail": {}})
     cmd = make_command(key, type="release", site="faults", door="front", operator="o",
                        seconds=5)
     good_cmd = json.dumps(cmd).encode()
@@ -130,10 +136,12 @@ def fuzz_network(ctx: Context, res: Result, n: int) -> None:
         _run(res, name, prop, count)
 
     def ack(raw: bytes) -> None:
-        validate("ack", decode(raw, max_bytes=1024))
+        payload = read_ack(raw, keys, site="faults", door="front")
+        assert payload == signed_ack["payload"], f"a forged ack was accepted: {payload}"
 
     def event(raw: bytes) -> None:
-        validate("event", decode(raw, max_bytes=EVENT_MAX_BYTES))
+        payload = read_event(raw, door_keys, site="faults", door="front")
+        assert payload == signed_event["payload"], f"a forged event was accepted: {payload}"
 
     def command(raw: bytes) -> None:
         payload = verify_command(raw, keys, site="faults", door="front", now=now)
@@ -146,9 +154,8 @@ def fuzz_network(ctx: Context, res: Result, n: int) -> None:
     def decode_only(raw: bytes) -> None:
         decode(raw, max_bytes=COMMAND_MAX_BYTES)
 
-    parser("ack", ack, {"v": 1, "acked": 5})
-    parser("event", event, {"v": 1, "seq": 1, "id": "x", "site": "faults", "door": "front",
-                            "type": "access.granted", "ts": "2026-01-01T00:00:00.000Z"})
+    parser("ack", ack, signed_ack)
+    parser("event", event, signed_event)
     parser("command envelope", command, cmd)
     parser("command payload", command, {**cmd, "payload": cmd["payload"]})
     parser("rule document", rules, snap)
@@ -156,7 +163,9 @@ def fuzz_network(ctx: Context, res: Result, n: int) -> None:
 
     # byte-level mutations of the genuine signed documents: flips anywhere in the bytes
     for name, good, fn in (("command bytes", good_cmd, command),
-                           ("rule bytes", good_snap, rules)):
+                           ("rule bytes", good_snap, rules),
+                           ("ack bytes", json.dumps(signed_ack).encode(), ack),
+                           ("event bytes", json.dumps(signed_event).encode(), event)):
         _flips(ctx, res, n, name, good, fn)
 
 

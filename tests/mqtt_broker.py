@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from accessd.protocol.signing import DoorKey, OfficeKey, public_line
 from accessd.protocol.transport import BrokerSettings
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -205,6 +206,25 @@ def wait_for(predicate: object, timeout: float = 20.0, interval: float = 0.05,
 
 
 # -- doors and offices wired to a test broker ------------------------------------------------
+OFFICE_KEY = OfficeKey.generate()  # the tests' office: signs acknowledgements and rules
+
+
+def office_public_file(folder: Path, key: OfficeKey = OFFICE_KEY) -> Path:
+    """The office's public key line in a file, as a door's rules_public_key_file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"office-{key.key_id}.pub"
+    path.write_text(public_line(key.public) + "\n")
+    return path
+
+
+def register_door(store: object, folder: Path, site: str = "s1", door: str = "d1") -> DoorKey:
+    """Make the door's key where its configuration puts it (folder/data/door.key), as the
+    installer would, and register it at the office, as `accessd central door add` would."""
+    key = DoorKey.load_or_create(folder / "data" / "door.key")
+    store.add_door_key(site, door, public_line(key.public, f"{site}/{door}"))  # type: ignore[attr-defined]
+    return key
+
+
 def door_config_text(folder: Path, broker: Broker, site: str = "s1", door: str = "d1", *,
                      public_key: Path | None = None, mqtt_extra: str = "",
                      readers: str | None = None, extra: str = "") -> str:
@@ -215,7 +235,8 @@ def door_config_text(folder: Path, broker: Broker, site: str = "s1", door: str =
     pw.chmod(0o600)
     readers = readers or (f'[[readers]]\nname = "r1"\ntype = "simulated"\n'
                           f'source = "{folder}/taps"\nhold_off_s = 0\n')
-    key_line = f'rules_public_key_file = "{public_key}"\n' if public_key else ""
+    public_key = public_key or office_public_file(folder)
+    key_line = f'rules_public_key_file = "{public_key}"\n'
     return f"""
 [site]
 id = "{site}"
@@ -263,6 +284,7 @@ class DoorRig:
                                                     mqtt_extra=mqtt_extra),
                                    str(folder / "accessd.toml"), folder)
         self.config.storage.dir.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
         self.journal = Journal(self.config.storage.journal_db, site, door)
         self.site, self.door = site, door
         self.uplink_events: list = []
@@ -271,6 +293,10 @@ class DoorRig:
                                  "door_contact": {"state": "closed"},
                                  "clock": {"trusted": True}}
         self.uplink = None
+
+    def register(self, store: object) -> DoorKey:
+        """Register this door's key at the office (made first, as at installation)."""
+        return register_door(store, self.folder, self.site, self.door)
 
     def start(self) -> None:
         from accessd.uplink import Uplink
@@ -311,12 +337,12 @@ class DoorRig:
         self.journal.close()
 
 
-def start_collector(store: object, broker: Broker, client_id: str = "collector-1",
-                    **kwargs: object) -> object:
+def start_collector(store: object, broker: Broker, client_id: str = "collector-1", *,
+                    key: OfficeKey = OFFICE_KEY, **kwargs: object) -> object:
     from accessd.central.collector import Collector
 
-    c = Collector(store, broker.settings("central"), prefix=PREFIX,  # type: ignore[arg-type]
-                  client_id=client_id, **kwargs)  # type: ignore[arg-type]
+    c = Collector(store, broker.settings("central"), key=key,  # type: ignore[arg-type]
+                  prefix=PREFIX, client_id=client_id, **kwargs)  # type: ignore[arg-type]
     c.start()
     wait_for(lambda: c.stats.subscribed, timeout=10, message="collector subscribed")
     return c

@@ -89,7 +89,13 @@ def test_tap_to_office_and_office_revocation_to_door(tmp_path: Path, broker: Bro
         {"id": "ben", "name": "Ben", "plan": "subscriber", "status": "active"}], [
         {"hash": hasher(ANA), "member_id": "ana", "status": "active"},
         {"hash": hasher(BEN), "member_id": "ben", "status": "active"}])
-    collector = start_collector(store, broker)
+    # the door's key, made on the device, registered at the office from its printed line
+    r = accessd(config, "door-key")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ed25519 ") and r.stdout.strip().endswith(" s1/d1")
+    store.add_door_key("s1", "d1", r.stdout)
+    assert (folder / "data" / "door.key").stat().st_mode & 0o777 == 0o600
+    collector = start_collector(store, broker, key=key)
     publisher.send(publisher.build(store, key, "s1"), broker.settings("central"),
                    prefix=PREFIX)
     door = Door(config, folder)

@@ -14,7 +14,8 @@ from accessd.central.store import CentralStore, open_store
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def _postgres() -> Iterator[CentralStore]:
+def private_schema() -> Iterator[str]:
+    """The URL of a private schema in the test PostgreSQL, dropped afterwards."""
     psycopg = pytest.importorskip("psycopg")
     try:
         admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
@@ -22,23 +23,35 @@ def _postgres() -> Iterator[CentralStore]:
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
     schema = f"accessd_test_{secrets.token_hex(4)}"
     admin.execute(f"CREATE SCHEMA {schema}")
-    store = open_store(f"{PG_URL}?options={quote(f'-csearch_path={schema}')}")
     try:
-        yield store
+        yield f"{PG_URL}?options={quote(f'-csearch_path={schema}')}"
     finally:
-        store.close()
         admin.execute(f"DROP SCHEMA {schema} CASCADE")
         admin.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CentralStore]:
-    if request.param == "postgres":
+def _postgres() -> Iterator[CentralStore]:
+    for url in private_schema():
+        store = open_store(url)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def a_store(kind: str, folder: Path) -> Iterator[CentralStore]:
+    """A fresh store of this kind ("sqlite" or "postgres"), closed afterwards."""
+    if kind == "postgres":
         yield from _postgres()
     else:
-        s = open_store(tmp_path / "central.db")
+        s = open_store(folder / "central.db")
         yield s
         s.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CentralStore]:
+    yield from a_store(request.param, tmp_path)
 
 
 def ev(seq: int, door: str = "d1", **kw) -> dict:

@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 from accessd.errors import ConfigError, ProtocolError
 from accessd.events import Event, EventType, JournalEntry, utcnow
-from accessd.protocol.codec import SCHEMAS, decode, encode, schema, validate
+from accessd.protocol.codec import SCHEMAS, decode, encode, schema, strict_validator, validate
 from accessd.protocol.commands import make_command, verify_command
 from accessd.protocol.signing import OfficeKey, PublicKeys, canonical, public_line, reason_of
 from accessd.protocol.topics import Topics, all_events, parse_door_topic
@@ -32,7 +32,7 @@ def test_a_journal_entry_on_the_wire_matches_the_event_schema():
     entry = JournalEntry(7, "abc", "s1", "d1", Event(EventType.ACCESS_DENIED, reader="r",
                                                      result="denied", reason="expired",
                                                      detail={"direction": "entry"}))
-    msg = event_message(entry)
+    msg = event_message(entry, "ab" * 16)
     validate("event", msg)
     assert json.loads(encode(msg))["seq"] == 7
     with pytest.raises(ProtocolError, match="invalid: event: seq"):
@@ -153,7 +153,7 @@ def _rows_doc(**arrays: object) -> dict:
 
 
 def _agree(doc: dict) -> None:
-    expected = not list(Draft202012Validator(schema("rules")).iter_errors(doc))
+    expected = not list(strict_validator(schema("rules")).iter_errors(doc))
     try:
         validate("rules", doc)
         got = True
@@ -204,7 +204,7 @@ def test_depth_counts_containers_only():
     assert decode(b'{"a": [[[{"b": 1}]]]}', max_bytes=100, max_depth=5)
 
 
-_SAMPLE_EVENT = {"v": 1, "seq": 7, "id": "abc", "site": "s1", "door": "d1",
+_SAMPLE_EVENT = {"v": 2, "seq": 7, "id": "abc", "site": "s1", "door": "d1", "journal": "0" * 32,
                  "type": "access.granted", "ts": "2026-11-27T07:00:00.000Z",
                  "clock_trusted": True, "detail": {}, "reader": "door", "plan": "subscriber",
                  "result": "granted", "floor": 3}
@@ -223,12 +223,12 @@ def test_fast_event_check_is_never_more_lenient_than_the_schema(changes, dropped
     for key in dropped:
         doc.pop(key, None)
     if _event_ok(doc):
-        assert not list(Draft202012Validator(schema("event")).iter_errors(doc)), doc
+        assert not list(strict_validator(schema("event")).iter_errors(doc)), doc
 
 
 def test_fast_event_check_accepts_what_the_door_sends():
     from accessd.protocol.codec import _event_ok
 
     entry = JournalEntry(3, "id", "s1", "d1", Event(EventType.DOOR_FORCED, ts=utcnow()))
-    assert _event_ok(event_message(entry, None))
+    assert _event_ok(event_message(entry, "f" * 32, None))
     assert _event_ok(_SAMPLE_EVENT)

@@ -8,7 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mqtt_broker import Broker, DoorRig, needs_mosquitto, run_broker, start_collector, wait_for
+from mqtt_broker import (
+    Broker,
+    DoorRig,
+    needs_mosquitto,
+    register_door,
+    run_broker,
+    start_collector,
+    wait_for,
+)
 
 from accessd.central.store import open_store
 
@@ -34,6 +42,7 @@ def test_events_reach_the_store_once_and_leave_the_outbox(tmp_path: Path, broker
     store = open_store(tmp_path / "central.db")
     collector = start_collector(store, broker)
     rig = DoorRig(tmp_path / "door", broker)
+    rig.register(store)
     rig.start()
     try:
         rig.produce(250, batch=10)
@@ -54,14 +63,16 @@ def _burst_through_outage(tmp_path: Path, broker: Broker, *, kill: bool) -> None
     store = open_store(tmp_path / "central.db")
     collector = start_collector(store, broker)
     rig = DoorRig(tmp_path / "door", broker)
+    rig.register(store)
     rig.start()
-    producer = threading.Thread(target=lambda: [  # 400 events over ~1.6 s
+    producer = threading.Thread(target=lambda: [  # 400 events over ~1.6 s (a load, paced)
         (rig.produce(5), time.sleep(0.02)) for _ in range(80)])
     try:
         producer.start()
-        time.sleep(0.4)
+        wait_for(lambda: store.count_events("s1", "d1") >= 20, message="delivery under way")
         broker.kill() if kill else broker.stop()  # mid-burst: events in flight are lost
-        time.sleep(0.6)
+        wait_for(lambda: rig.journal.last_seq - store.count_events("s1", "d1") >= 20,
+                 message="events waiting in the journal during the outage")
         depth_during_outage = rig.journal.depth()
         broker.start()
         producer.join()
@@ -93,6 +104,7 @@ def test_collector_offline_while_the_door_publishes(tmp_path: Path, broker: Brok
     store = open_store(tmp_path / "central.db")
     collector = start_collector(store, broker, client_id="collector-a")
     rig = DoorRig(tmp_path / "door", broker)
+    rig.register(store)
     rig.start()
     try:
         rig.produce(20)
@@ -120,6 +132,7 @@ def test_two_collectors_share_the_load_without_loss_or_copies(tmp_path: Path, br
     rigs = [DoorRig(tmp_path / "d1", broker, door="d1"),
             DoorRig(tmp_path / "d2", broker, door="d2")]
     for rig in rigs:
+        rig.register(stores[0])
         rig.start()
     try:
         for _ in range(10):
@@ -144,6 +157,7 @@ def test_a_hole_in_the_sequence_is_asked_for_again(tmp_path: Path, broker: Broke
     store = open_store(tmp_path / "central.db")
     collector = start_collector(store, broker, gap_timeout_s=0.5)
     rig = DoorRig(tmp_path / "door", broker, mqtt_extra="ack_timeout_s = 120\n")
+    rig.register(store)
     rig.start()
     try:
         wait_for(lambda: rig.uplink.state()["connected"], message="door connected")
@@ -190,6 +204,7 @@ def test_uplink_sigkilled_with_unacknowledged_events(tmp_path: Path, broker: Bro
     journal.append_many([Event(EventType.ACCESS_GRANTED, member_id=f"m{i}")
                          for i in range(500)])
     store = open_store(tmp_path / "central.db")
+    register_door(store, folder)
     collector = start_collector(store, broker)
 
     def spawn() -> subprocess.Popen[bytes]:

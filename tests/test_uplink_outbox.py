@@ -14,11 +14,13 @@ from accessd.uplink.outbox import Outbox
 class Link:
     def __init__(self) -> None:
         self.sent: list[int] = []
+        self.floors: list[int | None] = []
         self.up = True
 
     def __call__(self, entry, floor) -> bool:
         if self.up:
             self.sent.append(entry.seq)
+            self.floors.append(floor)
         return self.up
 
 
@@ -60,14 +62,33 @@ def test_reconnect_resends_from_the_acknowledged_mark(journal):
     assert box.pump() == 5 and link.sent[-5:] == [21, 22, 23, 24, 25]
 
 
-def test_a_resend_request_sends_only_what_is_missing(journal):
+def test_a_resend_request_is_answered_from_the_journal_acknowledged_or_not(journal):
     link = Link()
-    box = Outbox(journal, link, window=100)
+    box = Outbox(journal, link, window=4)
     box.on_connected()
     box.pump()
     box.on_ack(3)
-    assert box.on_resend(2, 6) == 3 and link.sent[-3:] == [4, 5, 6]
-    assert box.on_resend(40, 50) == 0  # never sent: nothing to resend
+    # a new office store asks for numbers the door had acknowledged long ago: sent again
+    assert box.on_resend(2, 9) == 4 and link.sent[-4:] == [2, 3, 4, 5]  # a window at most
+    assert box.on_resend(40, 50) == 0  # numbers the journal never had: nothing
+    assert box.sent_upto == 4 and box.acked == 3  # the outbox's own flow is untouched
+
+
+def test_numbers_purged_by_retention_are_declared_in_the_first_entry_sent(journal):
+    from datetime import timedelta
+
+    from accessd.events import format_ts, utcnow
+
+    old = format_ts(utcnow() - timedelta(days=200))
+    journal.conn.execute("UPDATE events SET ts = ? WHERE seq <= 10", (old,))
+    assert journal.purge(90) == 10 and journal.first_seq() == 11
+    link = Link()
+    box = Outbox(journal, link, window=3)
+    box.on_connected()
+    assert box.on_resend(1, 20) == 3
+    assert (link.sent, link.floors) == ([11, 12, 13], [11, None, None])
+    assert box.on_resend(2, 5) == 1  # all of it is gone: the oldest entry says so alone
+    assert (link.sent[-1], link.floors[-1]) == (11, 11)
 
 
 def test_the_link_dropping_mid_window_stops_sending(journal):

@@ -81,12 +81,18 @@ def _since(text: str | None) -> datetime | None:
 # -- commands ---------------------------------------------------------------------------------
 def cmd_collect(args: argparse.Namespace) -> int:
     from accessd.central.collector import Collector
+    from accessd.protocol.signing import OfficeKey
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    key = OfficeKey.load(args.key)
     store = _open(args)
-    collector = Collector(store, _settings(args), prefix=args.prefix, group=args.group,
-                          client_id=args.client_id)
-    signal.signal(signal.SIGTERM, lambda *_: collector._stopping.set())
+    collector = Collector(store, _settings(args), key=key, prefix=args.prefix,
+                          group=args.group, client_id=args.client_id,
+                          verify_workers=args.verify_workers)
+    if not store.door_keys():
+        logging.warning("no door key is registered: every event will be refused until "
+                        "`accessd central door add` registers the doors")
+    signal.signal(signal.SIGTERM, lambda *_: collector.request_stop())
     try:
         collector.run_forever()
     except KeyboardInterrupt:
@@ -94,8 +100,110 @@ def cmd_collect(args: argparse.Namespace) -> int:
     finally:
         store.close()
     s = collector.stats
-    print(f"stored {s.stored}, dropped {s.duplicates} copies and {s.invalid} invalid",
-          file=sys.stderr)
+    print(f"stored {s.stored}, dropped {s.duplicates} copies, refused {s.invalid}, "
+          f"{s.conflicts} conflicts", file=sys.stderr)
+    return 0
+
+
+def cmd_door(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        if args.door_command == "add":
+            if args.public_key_file:
+                try:
+                    line = args.public_key_file.read_text(encoding="ascii").strip()
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise CentralError(f"{args.public_key_file}: {exc}") from None
+            else:
+                line = args.public_key
+            kid = store.add_door_key(args.site, args.door, line)
+            print(f"key {kid} registered for {args.site}/{args.door}: its events are stored "
+                  "from now on (collectors see it within 10 s)")
+        elif args.door_command == "remove":
+            if not store.remove_door_key(args.site, args.door, args.key_id):
+                raise CentralError(f"no key {args.key_id} for {args.site}/{args.door}")
+            print(f"key {args.key_id} of {args.site}/{args.door} removed: events it signs are "
+                  "refused from now on")
+        else:
+            rows = store.door_keys(args.site, args.door)
+            for r in rows:
+                print(json.dumps(r, sort_keys=True) if args.json else
+                      f"{r['site']}/{r['door']:<12} {r['key_id']}  added {r['added_at']}")
+            if not rows and not args.json:
+                print("no door key registered", file=sys.stderr)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_alarms(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        for alarm_id in args.clear or ():
+            if not store.clear_alarm(alarm_id):
+                raise CentralError(f"no open alarm {alarm_id}")
+            print(f"cleared {alarm_id}", file=sys.stderr)
+        rows = store.alarms(open_only=not args.all, site=args.site)
+    finally:
+        store.close()
+    if args.json:
+        for r in rows:
+            print(json.dumps(r, sort_keys=True, ensure_ascii=False))
+        return 0
+    if not rows and not args.clear:
+        print("no open alarm" if not args.all else "no alarm", file=sys.stderr)
+    for r in rows:
+        state = f"cleared {r['cleared']}" if r["cleared"] else "OPEN"
+        print(f"{r['id']}  {r['site']}/{r['door']}  {r['kind']}  x{r['count']}  "
+              f"{r['first_seen']} .. {r['last_seen']}  {state}\n    {r['detail']}")
+    return 0
+
+
+def cmd_conflicts(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        rows = store.conflicts(args.site, args.door)
+    finally:
+        store.close()
+    for r in rows:
+        if args.json:
+            print(json.dumps(r, sort_keys=True, ensure_ascii=False))
+        else:
+            kept, refused = r["kept"], r["refused"]
+            print(f"{r['site']}/{r['door']}#{r['seq']}  x{r['count']}  kept {kept.get('id')} "
+                  f"({kept.get('type')} {kept.get('ts')}), refused {refused.get('id')} "
+                  f"({refused.get('type')} {refused.get('ts')})")
+    if not rows and not args.json:
+        print("no conflict", file=sys.stderr)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from accessd.central.migrate import migrate
+    from accessd.central.store import open_store
+
+    if args.source == args.target:
+        raise CentralError("--from and --to are the same store")
+    source = open_store(args.source)
+    try:
+        target = open_store(args.target)
+        try:
+            report = migrate(source, target, chunk=args.chunk,
+                             say=lambda line: print(line, file=sys.stderr))
+        finally:
+            target.close()
+    finally:
+        source.close()
+    for line in report.differ[:20]:
+        print(f"differs: {line}")
+    for line in report.problems:
+        print(f"problem: {line}")
+    if not report.ok:
+        raise CentralError(f"the target does not match the source ({len(report.differ)} events"
+                           f" differ, {len(report.problems)} problems); nothing was "
+                           "overwritten, run it again once fixed")
+    print(f"migrated: {report.read.get('events', 0)} events checked, "
+          f"{sum(report.copied.values())} rows new in the target")
     return 0
 
 
@@ -304,7 +412,61 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="shared subscription group: collectors in one group share the load")
     p.add_argument("--client-id", default="accessd-collector-1",
                    help="unique per collector; its broker session keeps messages while down")
+    p.add_argument("--key", type=Path, required=True,
+                   help="the office's private key: acknowledgements to doors are signed")
+    p.add_argument("--verify-workers", type=int, metavar="N", default=0,
+                   help="processes checking event signatures beside the collector, for "
+                        "idle cores (default 0: in the collector; run more collectors first)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+
+    p = add("door", cmd_door, "Register, list and remove the doors' signing keys.")
+    doors = p.add_subparsers(dest="door_command", metavar="ACTION", required=True)
+    d = doors.add_parser("add", help="register a door's public key (from `accessd door-key`)",
+                         description="Register a door's public key: its events are stored "
+                                     "from then on. A door may have several keys (a roll).")
+    _store_opt(d)
+    d.add_argument("--site", required=True, help="site id")
+    d.add_argument("--door", required=True, help="door id")
+    line = d.add_mutually_exclusive_group(required=True)
+    line.add_argument("--public-key", metavar="LINE",
+                      help="the line `accessd door-key` printed at the door")
+    line.add_argument("--public-key-file", type=Path, metavar="FILE",
+                      help="a file holding that line")
+    d = doors.add_parser("list", help="the registered keys",
+                         description="The registered door keys.")
+    _store_opt(d)
+    d.add_argument("--site", help="only this site")
+    d.add_argument("--door", help="only this door")
+    d.add_argument("--json", action="store_true", help="one JSON object per line")
+    d = doors.add_parser("remove", help="stop accepting a key (a stolen door, a rolled key)",
+                         description="Remove a door's key: events it signs are refused.")
+    _store_opt(d)
+    d.add_argument("--site", required=True, help="site id")
+    d.add_argument("--door", required=True, help="door id")
+    d.add_argument("--key-id", required=True, help="the key's id (from `door list`)")
+
+    p = add("alarms", cmd_alarms, "Alarms: refused events, conflicts, new journals, losses.")
+    _store_opt(p)
+    p.add_argument("--site", help="only this site")
+    p.add_argument("--all", action="store_true", help="cleared alarms too")
+    p.add_argument("--clear", action="append", metavar="ID",
+                   help="clear this alarm (after dealing with it); may be repeated")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = add("conflicts", cmd_conflicts,
+            "Events that differ from the stored ones with their numbers (both kept here).")
+    _store_opt(p)
+    p.add_argument("--site", help="only this site")
+    p.add_argument("--door", help="only this door")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = add("migrate", cmd_migrate,
+            "Copy an office store to another database (SQLite <-> PostgreSQL), then verify.")
+    p.add_argument("--from", dest="source", required=True, metavar="URL",
+                   help="the store to copy (SQLite path or postgresql:// URL)")
+    p.add_argument("--to", dest="target", required=True, metavar="URL",
+                   help="the store to fill (created if new); rows already there are kept")
+    p.add_argument("--chunk", type=int, default=5000, help="rows per transaction (5000)")
 
     p = add("keygen", cmd_keygen, "Make the office's Ed25519 signing key pair.")
     p.add_argument("--out", type=Path, required=True, help="folder for NAME.key and NAME.pub")

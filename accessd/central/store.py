@@ -2,9 +2,12 @@
 
 Events are keyed by (site, door, seq) and inserted with ON CONFLICT DO NOTHING, so a copy
 (a door resending after a lost acknowledgement, a message redelivered by the broker, two
-collectors) is dropped by the database itself. What a door is told has been stored is the
-highest *contiguous* number, recomputed from the table after the insert is committed, so no
-collector can acknowledge past a hole another one has not filled yet.
+collectors) is dropped by the database itself; a *different* event for a number already
+stored is never dropped silently: the first stays, the conflict is recorded with both and an
+alarm is raised (accessd.central.doors). What a door is told has been stored is the highest
+*contiguous* number, recomputed from the table after the insert is committed, so no
+collector can acknowledge past a hole another one has not filled yet; it moves past numbers
+the office lacks only when the door declared, signed, that it no longer holds them.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accessd.central.doors import DOORS_SCHEMA, DoorRecords, Rebase
+from accessd.central.doors import where_clause as _where
 from accessd.errors import StoreError
 from accessd.events import EventType, format_ts, parse_ts, utcnow
 from accessd.store.db import prepare_file
@@ -87,9 +92,13 @@ class StoreResult:
     new: int
     duplicates: int
     doors: frozenset[tuple[str, str]]
+    conflicts: int = 0
+    journals: dict[tuple[str, str], str] = field(default_factory=dict)  # the current ones
+    rebases: dict[tuple[str, str], Rebase] = field(default_factory=dict)
+    refused: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
-class CentralStore:
+class CentralStore(DoorRecords):
     """Open with `open_store(url)`: a path or sqlite:///path, or postgresql://..."""
 
     def __init__(self, url: str) -> None:
@@ -121,7 +130,7 @@ class CentralStore:
                 raise StoreError(f"{path}: cannot open the store: {exc}") from exc
             self._errors = (sqlite3.Error,)
         with self.transaction():
-            for statement in SCHEMA.split(";"):
+            for statement in (SCHEMA + DOORS_SCHEMA).split(";"):
                 if statement.strip():
                     self.execute(statement)
 
@@ -157,9 +166,47 @@ class CentralStore:
     def rows(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.execute(sql, args).fetchall()]
 
+    def stream(self, sql: str, args: Iterable[Any] = (),
+               size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of a query in lists of `size`, without holding them all in memory."""
+        try:
+            if self.dialect == "postgres":
+                with self.conn.cursor() as cur:
+                    chunk: list[tuple[Any, ...]] = []
+                    for r in cur.stream(self._sql(sql), tuple(args)):
+                        chunk.append(tuple(r))
+                        if len(chunk) >= size:
+                            yield chunk
+                            chunk = []
+                    if chunk:
+                        yield chunk
+                return
+            cur = self.conn.execute(sql, tuple(args))
+            while rows := cur.fetchmany(size):
+                yield [tuple(r) for r in rows]
+        except self._errors as exc:
+            raise StoreError(f"central store: {exc}") from exc
+
+    def tables(self) -> dict[str, list[str]]:
+        """Every table of the store and its columns, in order."""
+        if self.dialect == "postgres":
+            out: dict[str, list[str]] = {}
+            for table, column in self.rows(
+                    "SELECT table_name, column_name FROM information_schema.columns WHERE "
+                    "table_schema = current_schema() ORDER BY table_name, ordinal_position"):
+                out.setdefault(table, []).append(column)
+            return out
+        names = [r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {t: [r[1] for r in self.rows(f'PRAGMA table_info("{t}")')] for t in names}
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """All of it or none of it (BEGIN IMMEDIATE on SQLite: one writer at a time)."""
+        """All of it or none of it (BEGIN IMMEDIATE on SQLite: one writer at a time).
+        Inside another transaction it is part of that one."""
+        if self.dialect == "sqlite" and self.conn.in_transaction:
+            yield
+            return
         if self.dialect == "postgres":
             try:
                 with self.conn.transaction():
@@ -192,13 +239,16 @@ class CentralStore:
             raise StoreError(f"central store: {exc}") from exc
 
     def store_events(self, messages: list[dict[str, Any]]) -> StoreResult:
-        """Insert a batch of validated event messages in one transaction, dropping copies.
+        """Insert a batch of verified event payloads in one transaction.
 
-        Ordinary events go in with one statement for the batch; a host change (which also
-        updates members and credentials when it is new) and a message carrying a `floor`
-        take the per-row path, in their order.
+        Copies are dropped; a different event for a stored number is a conflict (kept out,
+        recorded, alarmed). Events of a journal the office does not know for their door
+        wait until the door has renumbered it (`sort_by_journal`). Ordinary events go in
+        with one statement for the batch, and cost nothing more unless some were already
+        there; a host change (which also updates members and credentials when it is new)
+        and a message carrying a `floor` take the per-row path, in their order.
         """
-        new = dup = 0
+        new = 0
         doors = {(m["site"], m["door"]) for m in messages}
         received = format_ts(utcnow())
         placeholders = ", ".join("?" * len(EVENT_COLUMNS))
@@ -212,25 +262,81 @@ class CentralStore:
                     int(bool(m["clock_trusted"])),
                     json.dumps(m.get("detail", {}), sort_keys=True), received)
 
-        special = [m for m in messages if m["type"] in HOST_CHANGES or m.get("floor")]
-        plain = [row(m) for m in messages if m["type"] not in HOST_CHANGES
-                 and not m.get("floor")]
         with self.transaction():
-            inserted = self.insert_many(insert, plain)
+            sort = self.sort_by_journal(messages)
+            special = [m for m in sort.accepted if m["type"] in HOST_CHANGES or m.get("floor")]
+            plain = [m for m in sort.accepted if m["type"] not in HOST_CHANGES
+                     and not m.get("floor")]
+            inserted = self.insert_many(insert, [row(m) for m in plain])
             new += inserted
-            dup += len(plain) - inserted
+            unsure = list(plain) if inserted < len(plain) else []
             for m in special:
                 if self.execute(insert, row(m)).rowcount == 1:
                     new += 1
                     if m["type"] in HOST_CHANGES:
                         self._host_change(m)
                 else:
-                    dup += 1
+                    unsure.append(m)
                 if m.get("floor"):
-                    self._raise_mark(m["site"], m["door"], int(m["floor"]) - 1)
-        return StoreResult(new, dup, frozenset(doors))
+                    self._declare_floor(m["site"], m["door"], int(m["floor"]))
+            conflicts = self._conflicts(unsure, row)
+        dup = len(sort.accepted) - new - conflicts
+        return StoreResult(new, dup, frozenset(doors), conflicts, sort.current, sort.rebases,
+                           sort.refused)
 
-    def _raise_mark(self, site: str, door: str, seq: int, seen: str | None = None) -> None:
+    def _conflicts(self, messages: list[dict[str, Any]],
+                   row: Any) -> int:
+        """Compare events that may not have gone in with what the table holds for their
+        numbers: the same content is a copy; anything else a conflict, recorded with both
+        payloads, one alarm per door. Returns how many conflicts."""
+        by_door: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for m in messages:
+            by_door.setdefault((m["site"], m["door"]), []).append(m)
+        total = 0
+        for (site, door), batch in by_door.items():
+            stored: dict[int, tuple[Any, ...]] = {}
+            seqs = sorted({m["seq"] for m in batch})
+            for i in range(0, len(seqs), 500):
+                chunk = seqs[i:i + 500]
+                for r in self.rows(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE "
+                                   f"site = ? AND door = ? AND seq IN "
+                                   f"({', '.join('?' * len(chunk))})", [site, door, *chunk]):
+                    stored[r[2]] = tuple(r)
+            clashes = [(m, stored[m["seq"]]) for m in batch
+                       if m["seq"] in stored and row(m)[:-1] != stored[m["seq"]][:-1]]
+            for m, kept in clashes:
+                self.record_conflict(site, door, m["seq"], dict(zip(EVENT_COLUMNS, kept,
+                                                                    strict=True)), m)
+            if clashes:
+                m, kept = clashes[0]
+                self.raise_alarm(site, door, "event_conflict",
+                                 f"{len(clashes)} event(s) differ from the stored ones with "
+                                 f"their numbers (first: #{m['seq']}, kept id {kept[3]}, "
+                                 f"refused id {m['id']}); both are in the conflicts table",
+                                 len(clashes))
+                total += len(clashes)
+        return total
+
+    def _declare_floor(self, site: str, door: str, floor: int) -> None:
+        """The door signed that it holds nothing below `floor`: what the office lacks below
+        it will never come. Record the range, move the mark past it, alarm what was lost."""
+        marks = self._marks([(site, door)])
+        mark = marks.get((site, door), 0)
+        if floor - 1 <= mark:
+            return
+        held = self.rows("SELECT count(*) FROM events WHERE site = ? AND door = ? AND seq "
+                         "BETWEEN ? AND ?", (site, door, mark + 1, floor - 1))[0][0]
+        self.record_purged(site, door, mark + 1, floor - 1, "door_floor")
+        self.raise_mark(site, door, floor - 1)
+        missing = floor - 1 - mark - held
+        if missing:
+            self.raise_alarm(site, door, "events_purged",
+                             f"events {mark + 1}..{floor - 1}: {missing} were deleted at the "
+                             "door (retention) before the office stored them", missing)
+
+    def raise_mark(self, site: str, door: str, seq: int, seen: str | None = None) -> None:
+        """Move a door's stored mark up to `seq` (never down): only for numbers the store
+        holds or that were declared gone."""
         self.execute(
             "INSERT INTO doors (site, door, stored_seq, last_seen) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (site, door) DO UPDATE SET stored_seq = CASE WHEN "
@@ -483,15 +589,6 @@ def _kept_stamp(old: tuple[Any, ...] | None, new: dict[str, Any], columns: tuple
                                                   "technology")]
     same = all(before.get(f) == new.get(f) for f in fields) and before.get("origin") == "central"
     return before["updated_at"] if same else now
-
-
-def _where(**filters: Any) -> tuple[str, list[Any]]:
-    parts, args = [], []
-    for key, value in filters.items():
-        if value is not None:
-            parts.append(f"{key} = ?")
-            args.append(value)
-    return (" WHERE " + " AND ".join(parts) if parts else ""), args
 
 
 def open_store(url: str | Path) -> CentralStore:

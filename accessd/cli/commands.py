@@ -194,3 +194,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             print(f"{key}: {value}")
     return 0 if status["daemon"] == "running" else 3
+
+
+def cmd_door_key(args: argparse.Namespace) -> int:
+    """The door's public key line; the private key never leaves the device."""
+    from accessd.protocol.signing import DoorKey, public_line
+
+    cfg = _config(args)
+    path = cfg.site.door_key_file
+    if args.new:
+        key = DoorKey.create(path, replace=True)
+        print(f"new door key {key.key_id} in {path}: register it at the office (accessd "
+              "central door add), restart accessd, then remove the old key there",
+              file=sys.stderr)
+    else:
+        key = DoorKey.load_or_create(path)
+    print(public_line(key.public, f"{cfg.site.id}/{cfg.site.door}"))
+    return 0

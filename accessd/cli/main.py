@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
             c.cmd_status)
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = add("door-key", "Print this door's public signing key, for the office to register "
+            "(made on first use).", c.cmd_door_key)
+    p.add_argument("--new", action="store_true",
+                   help="make a new key (a key roll); it is used from the next start")
+
     try:
         from accessd.central import cli as central_cli
     except ImportError:

@@ -19,7 +19,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 
 from accessd.errors import ProtocolError
 
@@ -75,16 +75,57 @@ def schema(name: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality that tells 6 from 6.0 and 1 from true (jsonschema's does not)."""
+    numbers = (bool, int, float)
+    if isinstance(a, numbers) or isinstance(b, numbers):
+        return type(a) is type(b) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def _const(_v: Any, const: Any, instance: Any, _s: Any) -> Any:
+    if not _same(instance, const):
+        yield ValidationError(f"{const!r} was expected")
+
+
+def _enum(_v: Any, enums: Any, instance: Any, _s: Any) -> Any:
+    if not any(_same(instance, e) for e in enums):
+        yield ValidationError(f"{instance!r} is not one of {enums!r}")
+
+
+# JSON Schema's "integer" accepts 6.0 and its const/enum take 1.0 for 1: on the wire an
+# integer is an integer (a float sequence number or rule version wedged doors), so every
+# schema is checked with these stricter meanings; booleans were never numbers.
+StrictValidator = validators.extend(
+    Draft202012Validator, validators={"const": _const, "enum": _enum},
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _c, v: type(v) is int))
+
+
+def strict_validator(schema_doc: dict[str, Any]) -> Any:
+    """A jsonschema validator for `schema_doc` with strict integers (see StrictValidator)."""
+    return StrictValidator(schema_doc, format_checker=FormatChecker())
+
+
 @cache
-def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(schema(name), format_checker=FormatChecker())
+def _validator(name: str) -> Any:
+    return strict_validator(schema(name))
 
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$").search
 _TYPE = re.compile(r"^[a-z_]+\.[a-z_]+$").search
-_EVENT_REQUIRED = frozenset({"v", "seq", "id", "site", "door", "type", "ts", "clock_trusted",
-                             "detail"})
+_JOURNAL = re.compile(r"^[0-9a-f]{32}$").search
+_SIG = re.compile(r"^[A-Za-z0-9+/]{86}==$").search
+_KEY_ID = re.compile(r"^[0-9a-f]{16}$").search
+_EVENT_REQUIRED = frozenset({"v", "seq", "id", "site", "door", "journal", "type", "ts",
+                             "clock_trusted", "detail"})
+_SIGNED_KEYS = frozenset({"payload", "sig", "key_id"})
 _OPTIONAL_STR = ("reader", "member_id", "member_name", "reason", "credential")
+EVENT_VERSION = 2
 
 
 def _positive_int(v: Any) -> bool:
@@ -102,10 +143,12 @@ def _event_ok(d: Any) -> bool:
         return False
     v = d["v"]
     ident = d["id"]
-    if not (type(v) is int and v == 1 and _positive_int(d["seq"])
+    journal = d["journal"]
+    if not (type(v) is int and v == EVENT_VERSION and _positive_int(d["seq"])
             and type(ident) is str and 1 <= len(ident) <= 64
             and type(d["site"]) is str and _ID(d["site"])
             and type(d["door"]) is str and _ID(d["door"])
+            and type(journal) is str and _JOURNAL(journal)
             and type(d["type"]) is str and _TYPE(d["type"])
             and type(d["ts"]) is str and type(d["clock_trusted"]) is bool
             and type(d["detail"]) is dict):
@@ -119,7 +162,16 @@ def _event_ok(d: Any) -> bool:
             and ("floor" not in d or _positive_int(d["floor"])))
 
 
-_FAST: dict[str, Callable[[Any], bool]] = {"event": _event_ok}
+def _signed_ok(d: Any) -> bool:
+    """schemas/signed.json by hand (every event arrives in such an envelope)."""
+    if type(d) is not dict or d.keys() != _SIGNED_KEYS:
+        return False
+    sig, kid = d["sig"], d["key_id"]
+    return (type(d["payload"]) is dict and type(sig) is str and _SIG(sig) is not None
+            and type(kid) is str and _KEY_ID(kid) is not None)
+
+
+_FAST: dict[str, Callable[[Any], bool]] = {"event": _event_ok, "signed": _signed_ok}
 
 
 def validate(name: str, doc: Any) -> None:
@@ -154,9 +206,11 @@ def _jsonschema(name: str, doc: Any) -> None:
 # keywords ignore other types, `enum` compares values.
 
 _TYPES = {"string": "type(v) is str", "null": "v is None", "boolean": "type(v) is bool",
-          "object": "type(v) is dict", "array": "type(v) is list"}
+          "object": "type(v) is dict", "array": "type(v) is list",
+          "integer": "type(v) is int", "number": "(type(v) is int or type(v) is float)"}
 _KEYWORDS = {"type", "enum", "pattern", "minLength", "maxLength", "$ref", "description",
-             "required", "properties", "additionalProperties", "items"}
+             "required", "properties", "additionalProperties", "items", "minimum",
+             "maximum"}
 
 
 class _Unsupported(Exception):
@@ -200,6 +254,10 @@ def _expression(root: dict[str, Any], node: dict[str, Any], env: dict[str, Any])
         strings.append(f"len(v) <= {int(node['maxLength'])}")
     if strings:
         parts.append("(type(v) is not str or (" + " and ".join(strings) + "))")
+    bounds = [f"v {op} {float(node[k])!r}" for k, op in (("minimum", ">="), ("maximum", "<="))
+              if k in node]
+    if bounds:
+        parts.append("(type(v) not in (int, float) or (" + " and ".join(bounds) + "))")
     return " and ".join(parts) or "True"
 
 
@@ -238,7 +296,7 @@ class _Rows:
 
     def _fail(self, name: str, key: str, n: int, item: Any) -> None:
         """The faulty row, worded by jsonschema (one row: cheap)."""
-        validator = Draft202012Validator(self.items, format_checker=FormatChecker())
+        validator = strict_validator(self.items)
         errors = sorted(validator.iter_errors(item), key=lambda e: list(e.absolute_path))
         err = errors[0] if errors else None
         where = "/".join([key, str(n), *(str(p) for p in err.absolute_path)] if err else

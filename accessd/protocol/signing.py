@@ -1,19 +1,22 @@
-"""Ed25519 signatures over canonical JSON: the office signs, the doors only verify.
+"""Ed25519 signatures over canonical JSON: the office signs rules, commands and
+acknowledgements; each door signs its own events.
 
-A door holds public keys only, so a stolen Pi cannot forge rules or commands. Several public
-keys may be trusted at once (one per line in the key file) so that the office can roll its key
-without a flag day; `key_id` says which one signed.
+A door holds the office's public keys and its own private key only, so a stolen Pi cannot
+forge rules, commands or another door's events. Several public keys may be trusted at once
+(one per line in a key file) so that a key can be rolled without a flag day; `key_id` says
+which one signed.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -32,16 +35,17 @@ def canonical(payload: Any) -> bytes:
                       ensure_ascii=False).encode("utf-8")
 
 
-def _raw(public: Ed25519PublicKey) -> bytes:
+def raw_public_bytes(public: Ed25519PublicKey) -> bytes:
+    """The 32 bytes of a public key."""
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def key_id(public: Ed25519PublicKey) -> str:
-    return hashlib.sha256(_raw(public)).hexdigest()[:16]
+    return hashlib.sha256(raw_public_bytes(public)).hexdigest()[:16]
 
 
-class OfficeKey:
-    """The central office's private key (PEM, PKCS#8, unencrypted, mode 0600)."""
+class SigningKey:
+    """An Ed25519 private key (PEM, PKCS#8, unencrypted, mode 0600)."""
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
         self._private = private
@@ -49,14 +53,44 @@ class OfficeKey:
         self.key_id = key_id(self.public)
 
     def __repr__(self) -> str:
-        return f"OfficeKey(key_id={self.key_id})"
+        return f"{type(self).__name__}(key_id={self.key_id})"
 
     @classmethod
-    def generate(cls) -> OfficeKey:
+    def generate(cls) -> Self:
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
-    def load(cls, path: Path) -> OfficeKey:
+    def load_or_create(cls, path: Path) -> Self:
+        """The key in `path`, made there first (mode 0600) if there is none."""
+        if not path.exists():
+            cls.create(path)
+        return cls.load(path)
+
+    @classmethod
+    def create(cls, path: Path, *, replace: bool = False) -> Self:
+        """A new key written to `path` (mode 0600): through a temporary file linked (or,
+        with `replace`, renamed) into place, so a power cut never leaves half a key and two
+        processes starting at once end with the same one."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = cls.generate()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key.private_pem())
+                fh.flush()
+                os.fsync(fh.fileno())
+            if replace:
+                os.replace(tmp, path)
+            else:
+                with contextlib.suppress(FileExistsError):  # another process was first
+                    os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return key
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
         from accessd.credentials import check_secret_permissions
 
         try:
@@ -70,15 +104,17 @@ class OfficeKey:
             raise ConfigError(f"{path}: not an Ed25519 key")
         return cls(key)
 
+    def private_pem(self) -> bytes:
+        return self._private.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption())
+
     def save(self, private_path: Path, public_path: Path) -> None:
         """Write the pair; refuses to overwrite an existing private key."""
-        pem = self._private.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption())
         private_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
+            fh.write(self.private_pem())
         public_path.write_text(public_line(self.public) + "\n", encoding="ascii")
 
     def sign(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -88,9 +124,38 @@ class OfficeKey:
                 "key_id": self.key_id}
 
 
-def public_line(public: Ed25519PublicKey) -> str:
-    """One trusted key as a line: `ed25519 <base64 raw key> <key id>`."""
-    return f"ed25519 {base64.b64encode(_raw(public)).decode('ascii')} {key_id(public)}"
+class OfficeKey(SigningKey):
+    """The central office's key: signs rules, commands, acknowledgements."""
+
+
+class DoorKey(SigningKey):
+    """A door's own key, made on the device (`site.door_key_file`): signs its events."""
+
+
+def public_line(public: Ed25519PublicKey, label: str = "") -> str:
+    """One trusted key as a line: `ed25519 <base64 raw key> <key id> [label]`."""
+    line = f"ed25519 {base64.b64encode(raw_public_bytes(public)).decode('ascii')} {key_id(public)}"
+    return f"{line} {label}" if label else line
+
+
+def parse_public_line(line: str) -> tuple[Ed25519PublicKey, str]:
+    """(key, label) of one `ed25519 <base64> [key id] [label]` line; ValueError if it is
+    not one, or if the key id written on it is not the key's (a copy-and-paste slip)."""
+    fields = line.split("#", 1)[0].split()
+    if len(fields) < 2 or fields[0] != "ed25519":
+        raise ValueError("expected a line 'ed25519 <base64 key> <key id>'")
+    try:
+        raw = base64.b64decode(fields[1], validate=True)
+        public = Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, binascii.Error):
+        raise ValueError("not an Ed25519 public key") from None
+    rest = fields[2:]
+    if rest and len(rest[0]) == 16 and all(c in "0123456789abcdef" for c in rest[0]):
+        if rest[0] != key_id(public):
+            raise ValueError(f"the key id on the line ({rest[0]}) is not the key's "
+                             f"({key_id(public)}): was the line cut or mixed up?")
+        rest = rest[1:]
+    return public, " ".join(rest)
 
 
 class PublicKeys:
@@ -116,9 +181,9 @@ class PublicKeys:
             if len(fields) < 2 or fields[0] != "ed25519":
                 continue
             try:
-                keys.append(Ed25519PublicKey.from_public_bytes(base64.b64decode(fields[1])))
-            except (ValueError, binascii.Error):
-                raise ConfigError(f"{path}: line {n}: not an Ed25519 public key") from None
+                keys.append(parse_public_line(line)[0])
+            except ValueError as exc:
+                raise ConfigError(f"{path}: line {n}: {exc}") from None
         if not keys:
             raise ConfigError(f"{path}: no Ed25519 public key in the file")
         return cls(keys)

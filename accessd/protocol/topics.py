@@ -66,6 +66,11 @@ def all_rule_requests(prefix: str, group: str | None = COLLECTOR_GROUP) -> str:
     return f"$share/{group}/{topic}" if group else topic
 
 
+def all_statuses(prefix: str) -> str:
+    """Every door's retained status; not shared: each collector sees every door's."""
+    return f"{prefix}/+/+/status"
+
+
 def parse_door_topic(topic: str, prefix: str) -> tuple[str, str, str] | None:
     """(site, door, leaf) of a door topic, or None when it is not one."""
     parts = topic.split("/")

@@ -7,13 +7,22 @@ transaction. The last number lives in `meta`, so retention may delete old rows w
 sequence ever going back.
 
 The uplink delivers entries in sequence order and calls `acknowledge(seq)` when the central
-office has *stored* them; unacknowledged entries are the outbox.
+office has *stored* them; unacknowledged entries are the outbox. The journal has an id
+(`journal_id`, random, made with it) that its events carry, so that the office can tell a
+new journal (an SD card replaced) from the one it knows, and have it renumbered (`rebase`).
+
+A value in `meta` that is not a whole number (a hand edit, a bug of an older version) never
+stops the door: it is read as the number it means, or recomputed from the rows, and
+rewritten when the journal is opened for writing, with a WARNING.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
+import math
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -52,6 +61,31 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _COLUMNS = ("seq, id, ts, site, door, reader, type, member_id, member_name, plan, result, "
             "reason, credential, clock_trusted, detail")
 _DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES}
+_JOURNAL_ID = re.compile(r"[0-9a-f]{32}")
+log = logging.getLogger(__name__)
+
+
+def stored_int(value: Any) -> int | None:
+    """A whole number >= 0 as stored (an int, or text or a float meaning one: "29", "29.0",
+    29.0); None for anything else (garbage, negative, a fraction, a boolean)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isascii():
+            return None
+        if text.isdigit():
+            return int(text)
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() \
+            and 0 <= value < 2**63:
+        return int(value)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +120,10 @@ class Journal:
         self.path, self.site, self.door = path, site, door
         self.db = connect(path, readonly=readonly)
         self.conn = self.db.conn
+        self._warned: set[str] = set()
         if not readonly:
             self.conn.executescript(SCHEMA)
+            self.repair_meta()
 
     def close(self) -> None:
         self.conn.close()
@@ -101,8 +137,7 @@ class Journal:
         """Commit several events in one transaction (one fsync), in order."""
         try:
             with transaction(self.conn) as conn:
-                row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
-                seq = int(row[0]) if row else 0
+                seq = self._meta_int("last_seq")
                 entries = []
                 for event in events:
                     seq += 1
@@ -116,8 +151,7 @@ class Journal:
                          int(event.clock_trusted),
                          json.dumps(event.detail, separators=(",", ":"), sort_keys=True)))
                     entries.append(entry)
-                conn.execute("INSERT INTO meta(key, value) VALUES ('last_seq', ?) "
-                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (seq,))
+                self._set_meta(conn, "last_seq", seq)
         except sqlite3.Error as exc:
             if _is_disk_error(exc):
                 raise JournalFullError(f"{self.path}: cannot write the journal: {exc}") from exc
@@ -128,11 +162,72 @@ class Journal:
             raise
         return entries
 
-    # -- the outbox ---------------------------------------------------------------------
-    def _meta_int(self, key: str) -> int:
+    # -- meta: numbers that must never wedge the door -------------------------------------
+    def _meta_raw(self, key: str) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return int(row[0]) if row else 0
+        return None if row is None else row[0]
 
+    def _max_seq(self) -> int:
+        return self.conn.execute("SELECT COALESCE(max(seq), 0) FROM events").fetchone()[0]
+
+    def _meta_int(self, key: str) -> int:
+        """`last_seq` or `acked_seq`, read whatever is stored: a value that is not a whole
+        number falls back to the rows (last_seq) or to 0 (acked_seq: everything is sent
+        again, the office drops the copies)."""
+        raw = self._meta_raw(key)
+        if raw is None:
+            return 0
+        value = stored_int(raw)
+        if value is not None:
+            return value
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s: meta %s is %r, not a sequence number; using %s", self.path, key,
+                        raw, "the last row" if key == "last_seq" else "0")
+        if key == "last_seq":
+            return max(self._max_seq(), stored_int(self._meta_raw("acked_seq")) or 0)
+        return 0
+
+    def _set_meta(self, conn: sqlite3.Connection, key: str, value: str | int) -> None:
+        conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def _meta_fixes(self) -> dict[str, tuple[Any, int | str]]:
+        """key -> (stored, wanted) for every meta value that is not what it should be."""
+        raw_last, raw_acked = self._meta_raw("last_seq"), self._meta_raw("acked_seq")
+        last = max(self._meta_int("last_seq"), self._max_seq())
+        acked = min(self._meta_int("acked_seq"), last)
+        fixes: dict[str, tuple[Any, int | str]] = {
+            key: (raw, value)
+            for key, raw, value in (("last_seq", raw_last, last), ("acked_seq", raw_acked, acked))
+            if raw is not None and str(raw) != str(value)}  # stored as text: "40"
+        jid = self._meta_raw("journal_id")
+        if not (isinstance(jid, str) and _JOURNAL_ID.fullmatch(jid)):
+            fixes["journal_id"] = (jid, uuid.uuid4().hex)
+        return fixes
+
+    def repair_meta(self) -> list[str]:
+        """Rewrite what `meta` should say (at every writable open): the sequence numbers as
+        whole numbers, never behind the rows, the acknowledged mark never past the last
+        number, and a journal id. Returns what was repaired (each also logged); a journal
+        that cannot be written now (read-only disk) is only read leniently."""
+        if not self._meta_fixes():
+            return []
+        try:
+            with transaction(self.conn) as conn:
+                fixes = self._meta_fixes()  # again, under the write lock
+                for key, (_raw, value) in fixes.items():
+                    self._set_meta(conn, key, value)
+        except sqlite3.Error as exc:
+            log.warning("%s: cannot repair meta now (%s); reading it leniently", self.path, exc)
+            return []
+        fixed = [f"{key} {raw!r} -> {value if key != 'journal_id' else 'a new id'}"
+                 for key, (raw, value) in fixes.items() if raw is not None]
+        for what in fixed:
+            log.warning("%s: repaired meta %s", self.path, what)
+        return fixed
+
+    # -- the outbox ---------------------------------------------------------------------
     @property
     def last_seq(self) -> int:
         return self._meta_int("last_seq")
@@ -141,26 +236,69 @@ class Journal:
     def acked_seq(self) -> int:
         return self._meta_int("acked_seq")
 
+    @property
+    def journal_id(self) -> str | None:
+        """The journal's id, carried by its events (None only in a read-only journal that
+        was never opened for writing)."""
+        jid = self._meta_raw("journal_id")
+        return jid if isinstance(jid, str) and _JOURNAL_ID.fullmatch(jid) else None
+
     def acknowledge(self, seq: int) -> int:
         """The central office has stored everything up to `seq`; returns the new mark."""
+        if type(seq) is not int or seq < 0:
+            raise ValueError(f"an acknowledged number is a whole number, not {seq!r}")
         with transaction(self.conn) as conn:
             current = self._meta_int("acked_seq")
             new = max(current, min(seq, self._meta_int("last_seq")))
-            conn.execute("INSERT INTO meta(key, value) VALUES ('acked_seq', ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (new,))
+            if new != current:
+                self._set_meta(conn, "acked_seq", new)
         return new
+
+    def new_identity(self) -> str:
+        """Take a new journal id: the office holds numbers this journal never issued (it was
+        restored from an old copy), so what it says about the old id is not about us."""
+        jid = uuid.uuid4().hex
+        with transaction(self.conn) as conn:
+            self._set_meta(conn, "journal_id", jid)
+        return jid
+
+    def rebase(self, journal: str, after: int, new_journal: str) -> int | None:
+        """On the office's signed instruction: number the unacknowledged entries after
+        `after` (the numbers up to it belong to this door's previous journal) and take the id
+        `new_journal`. Applies once, only to the journal `journal`: None if this is not it
+        (a replayed or stale instruction); else how many entries were renumbered."""
+        if type(after) is not int or after < 0 or not _JOURNAL_ID.fullmatch(new_journal):
+            raise ValueError("a rebase needs a whole number and a journal id")
+        with transaction(self.conn) as conn:
+            if self._meta_raw("journal_id") != journal:
+                return None
+            acked, last = self._meta_int("acked_seq"), self._meta_int("last_seq")
+            shift = max(0, after - acked)
+            moved = 0
+            if shift:  # through negative numbers: the primary key never collides midway
+                moved = conn.execute("UPDATE events SET seq = -(seq + ?) WHERE seq > ?",
+                                     (shift, acked)).rowcount
+                conn.execute("UPDATE events SET seq = -seq WHERE seq < 0")
+                self._set_meta(conn, "last_seq", last + shift)
+                self._set_meta(conn, "acked_seq", after)
+            self._set_meta(conn, "journal_id", new_journal)
+        return moved
+
+    def first_seq(self) -> int | None:
+        """The oldest number still held (retention deletes a prefix), None if empty."""
+        return self.conn.execute("SELECT min(seq) FROM events").fetchone()[0]
+
+    def entries(self, first: int, last: int, limit: int = 500) -> list[JournalEntry]:
+        """Entries numbered first..last (acknowledged or not), oldest first."""
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq BETWEEN ? AND ? "
+                                 "ORDER BY seq LIMIT ?", (first, last, limit)).fetchall()
+        return [_row_to_entry(r) for r in rows]
 
     def pending(self, after: int | None = None, limit: int = 500) -> list[JournalEntry]:
         """Entries not yet acknowledged, oldest first, starting after `after`."""
         start = self.acked_seq if after is None else after
         rows = self.conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq > ? "
                                  "ORDER BY seq LIMIT ?", (start, limit)).fetchall()
-        return [_row_to_entry(r) for r in rows]
-
-    def get(self, seqs: list[int]) -> list[JournalEntry]:
-        marks = ",".join("?" * len(seqs))
-        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq IN ({marks}) "
-                                 "ORDER BY seq", seqs).fetchall()
         return [_row_to_entry(r) for r in rows]
 
     def depth(self) -> int:

@@ -6,6 +6,10 @@ cumulative by sequence number. At most `window` entries are in flight; when ackn
 stop coming, the window is sent again from the first unacknowledged entry, with a growing
 pause so that a long outage does not fill the broker's queue with copies. The office drops
 the copies by (door, seq).
+
+The office may also ask for any range again (a new or restored office store filling from
+the doors' journals): the outbox sends what the journal still holds of it, a window at a
+time, and says (`floor`, in the signed event) below which number it holds nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from accessd.events import JournalEntry
+from accessd.protocol.codec import EVENT_VERSION
 from accessd.store.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -23,9 +28,10 @@ log = logging.getLogger(__name__)
 Send = Callable[[JournalEntry, int | None], bool]
 
 
-def event_message(entry: JournalEntry, floor: int | None = None) -> dict[str, Any]:
-    """The wire form of one entry (schemas/event.json)."""
-    msg = {"v": 1, **entry.to_dict()}
+def event_message(entry: JournalEntry, journal: str,
+                  floor: int | None = None) -> dict[str, Any]:
+    """The payload of one entry (schemas/event.json), before the door signs it."""
+    msg = {"v": EVENT_VERSION, **entry.to_dict(), "journal": journal}
     if floor is not None:
         msg["floor"] = floor
     return msg
@@ -100,17 +106,40 @@ class Outbox:
         self.sent_upto = max(self.sent_upto, self.acked)
 
     def on_resend(self, first: int, last: int) -> int:
-        """The office misses [first, last]: send those again (at most a window of them)."""
-        first = max(first, self.acked + 1)
-        last = min(last, first + self.window - 1, self.sent_upto)
-        if last < first:
+        """The office misses [first, last]: send what the journal still holds of it, at most
+        a window, acknowledged or not (a new office store fills this way). Numbers below the
+        oldest entry held are gone (retention): the first entry sent says so (`floor`), and
+        if the whole range is gone, the oldest entry goes alone to say it."""
+        if not self.connected:
             return 0
+        oldest = self.journal.first_seq()
+        if oldest is None:
+            return 0
+        floor = oldest if first < oldest else None
+        first = max(first, oldest)
+        entries = self.journal.entries(first, min(last, first + self.window - 1),
+                                       limit=self.window)
+        if not entries and floor is not None:
+            entries = self.journal.entries(oldest, oldest, limit=1)
         sent = 0
-        for entry in self.journal.get(list(range(first, last + 1))):
-            if not self.send(entry, None):
+        for entry in entries:
+            if not self.send(entry, floor):
                 break
+            floor = None
             sent += 1
         return sent
+
+    def on_rebased(self, after: int) -> None:
+        """The journal was renumbered after `after` (acknowledged now): send from there."""
+        self.acked = self.sent_upto = after
+        self.floor = None
+        self.timeout = self.base_timeout
+        self.last_progress = self.clock()
+
+    def restart(self) -> None:
+        """Send everything unacknowledged again now (the journal's id changed)."""
+        self.sent_upto = self.acked
+        self.last_progress = self.clock()
 
     def tick(self) -> bool:
         """Called periodically: after an ack timeout, rewind to resend the window."""

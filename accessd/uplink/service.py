@@ -2,7 +2,9 @@
 
 One worker thread owns the uplink's own journal and rule-cache connections and does all the
 work (publishing the outbox, applying rules, checking commands, the status); paho's network
-thread only hands messages over through a queue. The daemon talks to it through `notify()`
+thread only hands messages over through a queue. Every event goes out signed by the door's
+own key; an acknowledgement counts only if the office's key signed it for this door and
+this journal. The daemon talks to it through `notify()`
 (a journal commit happened) and three callbacks, none of which waits on the network.
 """
 
@@ -22,10 +24,11 @@ import paho.mqtt.client as mqtt
 from accessd.clock import ClockTrust
 from accessd.config import Config
 from accessd.credentials import read_secret_file
-from accessd.errors import ProtocolError
+from accessd.errors import AccessdError, ProtocolError
 from accessd.events import Event, EventType, JournalEntry, format_ts, utcnow
-from accessd.protocol.codec import decode, encode, validate
-from accessd.protocol.signing import PublicKeys
+from accessd.protocol.codec import encode
+from accessd.protocol.delivery import read_ack
+from accessd.protocol.signing import DoorKey, PublicKeys, reason_of
 from accessd.protocol.topics import Topics
 from accessd.protocol.transport import BrokerSettings, connect, new_client
 from accessd.store.journal import Journal
@@ -40,7 +43,8 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.5
 STATUS_CHECK_S = 1.0
-VOLATILE = ("ts", "outbox_depth", "acked_seq")
+VOLATILE = ("ts", "outbox_depth", "acked_seq", "last_seq")
+WARN_EVERY_S = 60.0  # refused acknowledgements: one WARNING, then a count
 
 
 def broker_settings(config: Config) -> BrokerSettings:
@@ -105,7 +109,9 @@ class Uplink:
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {"connected": False, "last_error": None,
                                        "outbox_depth": None, "acked_seq": None,
-                                       "rule_version": None, "last_rules": None}
+                                       "rule_version": None, "last_rules": None,
+                                       "acks_refused": 0}
+        self._acks_warned_at = -WARN_EVERY_S
 
     # -- the daemon's side --------------------------------------------------------------
     def start(self) -> None:
@@ -190,6 +196,11 @@ class Uplink:
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         self.client = client
+        self.journal_id = self.journal.journal_id or self.journal.new_identity()
+        self.door_key = self._door_key()
+        if self.keys is None:
+            log.warning("no [mqtt] rules_public_key_file: acknowledgements from the office "
+                        "cannot be checked, so events stay in the outbox")
         self.outbox = Outbox(self.journal, self._send, window=m.outbox_window,
                              ack_timeout_s=m.ack_timeout_s)
         self._refresh()
@@ -277,16 +288,67 @@ class Uplink:
             self._release("homeassistant", self.config.lock.release_s)
 
     def _ack(self, payload: bytes) -> None:
+        """An acknowledgement, resend request or rebase instruction: used only if the
+        office's key signed it for this door and this journal. Acknowledgements are
+        cumulative facts, so an old one replayed changes nothing."""
         try:
-            ack = decode(payload, max_bytes=1024)
-            validate("ack", ack)
+            if self.keys is None:
+                raise ProtocolError("no_key: no office public key to check it with")
+            ack = read_ack(payload, self.keys, site=self.config.site.id,
+                           door=self.config.site.door)
         except ProtocolError as exc:
-            log.warning("ignoring a malformed acknowledgement: %s", exc)
+            self._refused_ack(exc)
+            return
+        if ack["journal"] != self.journal_id:
+            log.debug("acknowledgement for journal %s, not ours (%s)", ack["journal"],
+                      self.journal_id)
+            return
+        if "rebase" in ack:
+            self._rebase(ack["rebase"]["after"], ack["rebase"]["journal"])
             return
         if "acked" in ack:
+            if ack["acked"] > self.journal.last_seq:
+                self._journal_replaced_at_office(ack["acked"])
+                return
             self.outbox.on_ack(ack["acked"])
         if "resend" in ack:
             self.outbox.on_resend(*ack["resend"])
+
+    def _refused_ack(self, exc: ProtocolError) -> None:
+        with self._lock:
+            self._state["acks_refused"] += 1
+            count = self._state["acks_refused"]
+        now = time.monotonic()
+        if now - self._acks_warned_at >= WARN_EVERY_S:
+            self._acks_warned_at = now
+            log.warning("ignoring an acknowledgement (%s); %d refused so far", exc, count)
+        else:
+            log.debug("ignoring an acknowledgement (%s)", reason_of(exc))
+
+    def _rebase(self, after: int, new_journal: str) -> None:
+        """The office knows another journal for this door: renumber ours after its numbers."""
+        old = self.journal_id
+        moved = self.journal.rebase(old, after, new_journal)
+        if moved is None:
+            return
+        self.journal_id = new_journal
+        self.outbox.on_rebased(self.journal.acked_seq)
+        log.warning("the office asked to renumber this door's journal after %d (it holds "
+                    "that many events of a previous journal): %d entries renumbered",
+                    after, moved)
+        self._emit(Event(EventType.JOURNAL_RENUMBERED, detail={
+            "after": after, "renumbered": moved, "journal": new_journal, "previous": old}))
+
+    def _journal_replaced_at_office(self, acked: int) -> None:
+        """The office has numbers of this journal beyond its last one: the journal was
+        restored from an old copy. Its later entries are not what the office holds under
+        those numbers: take a new journal id, which the office has renumbered."""
+        last = self.journal.last_seq
+        self.journal_id = self.journal.new_identity()
+        log.warning("the office holds events up to %d of this journal, which reached only %d "
+                    "(restored from an old copy?): new journal id %s, to be renumbered",
+                    acked, last, self.journal_id)
+        self.outbox.restart()
 
     def _rules(self, payload: bytes, kind: str) -> None:
         outcome = self._apply(payload, kind)
@@ -358,9 +420,21 @@ class Uplink:
             "have_version": self.rules.version, "reason": reason[:200]})
 
     # -- publishing ---------------------------------------------------------------------
+    def _door_key(self) -> DoorKey | None:
+        """This door's signing key, made here at the first start. Without it no event can
+        go out (rules and commands still come in): said once, at ERROR."""
+        try:
+            return DoorKey.load_or_create(self.config.site.door_key_file)
+        except (AccessdError, OSError) as exc:
+            log.error("cannot use the door key: %s; events wait in the journal", exc)
+            self._set(last_error=f"door key: {exc}")
+            return None
+
     def _send(self, entry: JournalEntry, floor: int | None) -> bool:
-        info = self.client.publish(self.topics.event, encode(event_message(entry, floor)),
-                                   qos=1)
+        if self.door_key is None:
+            return False
+        envelope = self.door_key.sign(event_message(entry, self.journal_id, floor))
+        info = self.client.publish(self.topics.event, encode(envelope), qos=1)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
@@ -381,11 +455,12 @@ class Uplink:
         return {**door, "v": 1, "online": True, "site": self.config.site.id,
                 "door": self.config.site.door, "ts": format_ts(utcnow()),
                 "rule_version": self.rules.version, "outbox_depth": self.journal.depth(),
-                "acked_seq": self.journal.acked_seq}
+                "acked_seq": self.journal.acked_seq, "last_seq": self.journal.last_seq,
+                "journal": self.journal_id}
 
     def _refresh(self) -> None:
         self._set(outbox_depth=self.journal.depth(), acked_seq=self.outbox.acked,
-                  rule_version=self.rules.version)
+                  rule_version=self.rules.version, journal=self.journal_id)
 
     def _trusted_now(self) -> datetime | None:
         now = utcnow()

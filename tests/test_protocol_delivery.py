@@ -1,0 +1,142 @@
+"""Events signed by their door, acknowledgements signed by the office: the wire checks."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import stat
+from pathlib import Path
+
+import pytest
+
+from accessd.errors import ProtocolError
+from accessd.events import Event, EventType, JournalEntry
+from accessd.protocol.codec import encode
+from accessd.protocol.delivery import DoorKeys, make_ack, read_ack, read_event
+from accessd.protocol.signing import (
+    DoorKey,
+    OfficeKey,
+    PublicKeys,
+    parse_public_line,
+    public_line,
+    reason_of,
+)
+from accessd.uplink.outbox import event_message
+
+J = "ab" * 16
+OFFICE, D1, D2 = OfficeKey.generate(), DoorKey.generate(), DoorKey.generate()
+KEYS = DoorKeys([("s1", "d1", D1.public), ("s1", "d2", D2.public)])
+
+
+def wire(key: DoorKey | None = D1, door: str = "d1", seq: int = 5, **extra) -> bytes:
+    entry = JournalEntry(seq, f"id-{seq}", "s1", door, Event(EventType.ACCESS_GRANTED))
+    payload = {**event_message(entry, J), **extra}
+    return encode(key.sign(payload) if key else payload)
+
+
+def reason(raw: bytes, door: str = "d1") -> str:
+    with pytest.raises(ProtocolError) as exc:
+        read_event(raw, KEYS, site="s1", door=door)
+    return reason_of(exc.value)
+
+
+def test_an_event_signed_by_its_door_is_read_whole():
+    payload = read_event(wire(), KEYS, site="s1", door="d1")
+    assert (payload["seq"], payload["journal"], payload["v"]) == (5, J, 2)
+
+
+def test_events_not_signed_by_a_key_of_their_door_are_refused_with_a_reason():
+    assert reason(wire(None)) == "unsigned"
+    assert reason(wire(DoorKey.generate())) == "unknown_key"
+    assert reason(wire(D2)) == "wrong_door"  # door 2's key, on door 1's topic
+    assert reason(wire(D2, door="d2")) == "wrong_door"  # a whole d2 event on d1's topic
+    assert reason(wire(D1, door="d2"), door="d2") == "wrong_door"
+    forged = json.loads(wire())
+    forged["payload"]["member_id"] = "mallory"
+    assert reason(encode(forged)) == "bad_signature"
+    assert reason(wire(seq=3, floor=4)) == "invalid"  # a floor above its own number
+    assert reason(wire(seq=3.0)) == "invalid"
+    assert reason(b"x" * 70_000) == "too_large"
+    assert reason(b"{") == "malformed"
+    v1 = json.loads(wire())
+    v1["payload"] = {k: v for k, v in v1["payload"].items() if k != "journal"} | {"v": 1}
+    assert reason(encode(D1.sign(v1["payload"]))) == "invalid"  # version 1 is gone
+
+
+def test_an_acknowledgement_is_used_only_if_the_office_signed_it_for_this_door():
+    keys = PublicKeys([OFFICE.public])
+    good = encode(make_ack(OFFICE, site="s1", door="d1", journal=J, acked=29,
+                           resend=(30, 40)))
+    assert read_ack(good, keys, site="s1", door="d1")["acked"] == 29
+
+    def refused(raw: bytes) -> str:
+        with pytest.raises(ProtocolError) as exc:
+            read_ack(raw, keys, site="s1", door="d1")
+        return reason_of(exc.value)
+
+    assert refused(good.replace(b"29", b"99")) == "bad_signature"
+    assert refused(encode({"v": 2, "site": "s1", "door": "d1", "journal": J,
+                           "acked": 99})) == "unsigned"
+    assert refused(encode(make_ack(OfficeKey.generate(), site="s1", door="d1", journal=J,
+                                   acked=1))) == "unknown_key"
+    assert refused(encode(make_ack(OFFICE, site="s1", door="d2", journal=J,
+                                   acked=1))) == "wrong_door"
+    for odd in (29.0, True, -1):
+        payload = {"v": 2, "site": "s1", "door": "d1", "journal": J, "acked": odd}
+        assert refused(encode(OFFICE.sign(payload))) == "invalid"
+    empty = {"v": 2, "site": "s1", "door": "d1", "journal": J, "resend": [9, 3]}
+    assert refused(encode(OFFICE.sign(empty))) == "invalid"
+    assert refused(b"{" * 3000) == "too_large"
+
+
+def test_a_public_line_carries_its_key_id_and_a_label():
+    line = public_line(D1.public, "s1/d1")
+    public, label = parse_public_line(line + "  # from the door")
+    assert (public_line(public), label) == (public_line(D1.public), "s1/d1")
+    fields = line.split()
+    assert parse_public_line(f"{fields[0]} {fields[1]}")[1] == ""
+    with pytest.raises(ValueError, match="key id on the line"):
+        parse_public_line(f"{fields[0]} {fields[1]} {'f' * 16}")
+    with pytest.raises(ValueError, match="not an Ed25519"):
+        parse_public_line("ed25519 AAAA")
+
+
+def _make(path: str, out: multiprocessing.Queue) -> None:
+    out.put(DoorKey.load_or_create(Path(path)).key_id)
+
+
+def test_the_door_key_is_made_once_private_and_the_same_for_racing_processes(tmp_path):
+    path = tmp_path / "state" / "door.key"
+    ctx = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue = ctx.Queue()
+    procs = [ctx.Process(target=_make, args=(str(path), out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    ids = {out.get(timeout=60) for _ in procs}
+    for p in procs:
+        p.join(30)
+    assert len(ids) == 1 and DoorKey.load_or_create(path).key_id in ids
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["door.key"]  # no temporary left
+    new = DoorKey.create(path, replace=True)
+    assert DoorKey.load(path).key_id == new.key_id not in ids
+
+
+def test_a_batch_of_signatures_is_checked_the_same_in_workers_as_in_the_thread():
+    from accessd.central.verify import SPREAD_FROM, SignatureChecker
+    from accessd.protocol.delivery import signed_bytes
+    from accessd.protocol.signing import raw_public_bytes
+
+    raw = raw_public_bytes(D1.public)
+    envelopes = [json.loads(wire(seq=s)) for s in range(1, 2 * SPREAD_FROM + 1)]
+    for n in (5, 77, 120):  # a few forged among them, in every share
+        envelopes[n]["payload"]["member_id"] = "mallory"
+    checks = [(raw, *signed_bytes(e)) for e in envelopes]
+    expected = [n not in (5, 77, 120) for n in range(len(checks))]
+    pooled = SignatureChecker(workers=2)
+    try:
+        assert pooled.check(checks) == expected
+        assert pooled.check(checks[:3]) == expected[:3]  # a small batch: in the thread
+    finally:
+        pooled.close()
+    assert SignatureChecker(workers=0).check(checks) == expected
