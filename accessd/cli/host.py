@@ -35,9 +35,14 @@ HOST_COMMANDS: dict[str, frozenset[str]] = {
     "revoke": frozenset({"--card", "--credential"}) | _OPERATOR,
     "open": frozenset({"--seconds"}) | _OPERATOR,
     "status": frozenset({"--json"}),
+    "door-key": frozenset(),  # prints the public line only (no --new: rolling is the admin's)
     # announced host commands: refused cleanly by a version that does not have them yet
     "why": frozenset({"--json"}),
     "doctor": frozenset({"--json"}),
+}
+# options a host command has that the host may not use (classified on purpose, refused)
+HOST_REFUSED: dict[str, frozenset[str]] = {
+    "door-key": frozenset({"--new"}),  # rolling the door's key is the administrator's job
 }
 _HELP = frozenset({"-h", "--help"})
 
