@@ -1,4 +1,8 @@
-"""`python -m faultsuite [--quick|--long] [--json] [--only NAME]` (scripts/faults)."""
+"""`python -m faultsuite [--quick|--long] [--json] [--only NAME]` (scripts/faults).
+
+Exit status 1 when an invariant failed, a scenario ran no trial, or a scenario could not run
+(pending) without ACCESSD_FAULTS_ALLOW_PENDING=1.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from faultsuite.core import SCENARIOS, Context, as_json, run_one, table
+from faultsuite.core import SCENARIOS, Context, as_json, passed, run_one, table
 
 MODULES = ("power", "reader", "clock", "attack", "disk", "fuzz", "network", "release")
 
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
-    return 1 if any(r.failures for r in results) else 0
+    return 0 if passed(results) else 1
 
 
 if __name__ == "__main__":
