@@ -15,7 +15,8 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _postgres() -> Iterator[CentralStore]:
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg  # in the test extras: missing, it is an error, not a skip
+
     try:
         admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
     except psycopg.Error as exc:
