@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="soak: >= 500 power cuts, hundreds of thousands of fuzz inputs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--only", action="append", metavar="NAME",
-                        help="run only this scenario (repeatable)")
+                        help="run only this scenario, or the scenarios whose name starts with "
+                             "NAME_ (`reader`, `network`); repeatable")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -41,10 +42,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s.name:20} {s.invariant}")
         return 0
     if args.only:
-        unknown = set(args.only) - set(SCENARIOS)
+        def chosen(name: str, wanted: str) -> bool:
+            return name == wanted or name.startswith(f"{wanted}_")
+
+        unknown = [w for w in args.only if not any(chosen(s.name, w) for s in scenarios)]
         if unknown:
             parser.error(f"unknown scenario(s) {sorted(unknown)}; see --list")
-        scenarios = [s for s in scenarios if s.name in args.only]
+        scenarios = [s for s in scenarios if any(chosen(s.name, w) for w in args.only)]
     mode_name = args.mode or "quick"
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     work = Path(tempfile.mkdtemp(prefix="accessd-faults-"))
