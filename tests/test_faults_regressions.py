@@ -68,6 +68,6 @@ def test_a_signed_command_with_a_bad_timestamp_is_refused_as_invalid(issued_at: 
     key = OfficeKey.generate()
     cmd = make_command(key, type="release", site="s", door="d", operator="o", seconds=5)
     payload = {**cmd["payload"], "issued_at": issued_at}
-    with pytest.raises(ProtocolError, match="^invalid: issued_at"):
+    with pytest.raises(ProtocolError, match=r"^invalid: issued_at"):
         verify_command(encode(key.sign(payload)), PublicKeys([key.public]), site="s",
                        door="d", now=utcnow())
