@@ -2,7 +2,8 @@
 
 Three kinds of moment, in turn: a burst of taps; a rule snapshot being applied by the real
 `RuleApplier` in a second process (the daemon keeps deciding from the same file meanwhile);
-the journal's retention clean-up (`Journal.purge`) on a journal holding many old rows. The kill
+the journal's retention clean-up (`Journal.purge`) on a journal holding many old rows, written
+before that life of the daemon as a year-old journal holds them. The kill
 takes every process at once, as a power cut would. What was committed is read from the journal
 by a third connection just before the kill; after it, the next life of the daemon must find it
 all there.
@@ -237,6 +238,13 @@ def power_cut(ctx: Context, res: Result) -> None:
     sent = 0
     prev_last: int | None = None
     for trial in range(trials + 1):
+        kind = ("taps", "rules", "purge")[trial % 3]
+        purge_upto = 0
+        if kind == "purge" and trial < trials:
+            # a year-old journal: the old rows come before this life's events, as on a door
+            # (appended while the daemon runs, they would follow its fresh events, and the
+            # clean-up, which deletes a prefix, would delete those too)
+            purge_upto = prev_last = add_old_rows(site, old_rows)
         d = Daemon(site)
         try:
             st = d.status()
@@ -261,12 +269,10 @@ def power_cut(ctx: Context, res: Result) -> None:
         res.check(d.wait_for(r"reader door: (back )?online", timeout=5),
                   f"trial {trial}: the reader never came online")
         first_seq = st["journal"]["last_seq"]  # this life's daemon.started
-        kind = ("taps", "rules", "purge")[trial % 3]
         counts[kind] += 1
         tapper = Tapper(d, rng)
         tapper.start()
         helper: subprocess.Popen[str] | None = None
-        purge_upto = 0
         old_version, target = rs.version, ""
         before = committed(site.journal_path)  # read first: the kill must not wait for it
         if kind == "rules":
@@ -277,8 +283,6 @@ def power_cut(ctx: Context, res: Result) -> None:
             helper.stdout.readline()  # "transaction": the snapshot is being written
             time.sleep(rng.uniform(0.0, apply_took * 1.5))  # both outcomes occur
         elif kind == "purge":
-            purge_upto = add_old_rows(site, old_rows)
-            before = committed(site.journal_path)
             helper = subprocess.Popen([PYTHON, "-c", PURGER, str(site.journal_path)],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True, cwd=ROOT)
