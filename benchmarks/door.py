@@ -206,13 +206,17 @@ class InProcessDaemon:
         controller_mod.decide = self._timed(controller_mod.decide)
         controller_mod.DoorController.on_card = self._watched(  # type: ignore[method-assign]
             controller_mod.DoorController.on_card)
-        self.daemon = Daemon(self.cfg)
-        pin = Device.pin_factory.pin(self.cfg.pins.lock_relay)
-        assert isinstance(pin, TimedPin)
-        self.pin: TimedPin = pin
-        self.energised = Stamp()
-        self.pin.on_high = self.energised.set
-        self.daemon.start()
+        try:
+            self.daemon = Daemon(self.cfg)
+            pin = Device.pin_factory.pin(self.cfg.pins.lock_relay)
+            assert isinstance(pin, TimedPin)
+            self.pin: TimedPin = pin
+            self.energised = Stamp()
+            self.pin.on_high = self.energised.set
+            self.daemon.start()
+        except BaseException:
+            self._restore()
+            raise
         self.entries: list[Any] = []  # every journal entry, in commit order
         self._committed_at: dict[int, float] = {}  # seq -> perf_counter in the listener
         self.access_entries = 0
@@ -306,11 +310,15 @@ class InProcessDaemon:
             time.sleep(0.01)
 
     def close(self) -> None:
-        from gpiozero import Device
-
         self.daemon.stopping.set()
         self._loop.join(2)
         self.daemon.stop()
+        self._restore()
+
+    def _restore(self) -> None:
+        """Undo what __init__ changed in this process: probes, switch interval, logging, pins."""
+        from gpiozero import Device
+
         for owner, name, original in self._patched:
             setattr(owner, name, original)
         sys.setswitchinterval(self._old_switch)
