@@ -15,7 +15,8 @@ import shutil
 import signal
 import subprocess
 import tty
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,12 @@ SITE_KEY = bytes(range(32))  # a fixed, throw-away site key: hashes are reproduc
 
 
 # -- results -------------------------------------------------------------------------------
+#
+# Every key is built by `Samples` (a distribution) or `measured()` (one figure), and both put
+# `samples` and `lost` beside the figure: a key cannot leave its losses out. A lost sample
+# (the relay never rose, the event never reached the office, the run never finished) counts
+# at the key's timeout, so losses push the percentiles up instead of leaving them. A target
+# is met only if nothing was lost.
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -40,17 +47,80 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return float(sorted_values[lo] * (1 - frac) + sorted_values[hi] * frac)
 
 
-def dist(values: Iterable[float], digits: int = 3, **extra: Any) -> dict[str, Any]:
-    """{"p50", "p99", "samples", "max"} of `values` (already in the unit of the key)."""
-    s = sorted(values)
-    out: dict[str, Any] = {
-        "p50": round(percentile(s, 50), digits),
-        "p99": round(percentile(s, 99), digits),
-        "samples": len(s),
-        "max": round(s[-1], digits),
-    }
-    out.update(extra)
-    return out
+class Samples:
+    """Every attempt of one measurement: a value, or a loss counted at `timeout`.
+
+    The first `warmup` attempts are discarded, values and losses alike (their losses are
+    still reported, as `warmup_lost`). `why` names each loss, so the note can say what
+    happened. `timeout` None: a measurement that cannot be lost (a function call that
+    returns); it reports `lost` 0 all the same.
+    """
+
+    def __init__(self, timeout: float | None, *, warmup: int = 0) -> None:
+        self.timeout = timeout
+        self.warmup = warmup
+        self.values: list[float] = []
+        self.lost = 0
+        self.warmup_lost = 0
+        self.why: Counter[str] = Counter()
+        self._attempts = 0
+
+    def _counted(self) -> bool:
+        self._attempts += 1
+        return self._attempts > self.warmup
+
+    def add(self, value: float) -> None:
+        if self._counted():
+            self.values.append(value)
+
+    def lose(self, why: str) -> None:
+        if self.timeout is None:
+            raise ValueError("a measurement without a timeout cannot lose a sample")
+        if self._counted():
+            self.lost += 1
+            self.why[why] += 1
+        else:
+            self.warmup_lost += 1
+
+    @property
+    def samples(self) -> int:
+        """Attempts counted (measured + lost)."""
+        return len(self.values) + self.lost
+
+    def dist(self, digits: int = 3, **extra: Any) -> dict[str, Any]:
+        """{"p50", "p99", "max", "samples", "lost", "timeout", ...}: losses at `timeout`."""
+        s = sorted([*self.values, *[self.timeout or 0.0] * self.lost])
+        out: dict[str, Any] = {
+            "p50": round(percentile(s, 50), digits),
+            "p99": round(percentile(s, 99), digits),
+            "max": round(s[-1], digits),
+            "samples": len(s),
+            "lost": self.lost,
+            "timeout": self.timeout,
+        }
+        if self.why:
+            out["lost_why"] = dict(self.why)
+        if self.warmup_lost:
+            out["warmup_lost"] = self.warmup_lost
+        out.update(extra)
+        return out
+
+
+def measured(value: float, *, samples: int, lost: int, **extra: Any) -> dict[str, Any]:
+    """One figure (a rate, a peak, a worst case) with what it was made of: `samples` attempts,
+    `lost` of them counted at the key's timeout by the caller."""
+    if samples <= 0 or not 0 <= lost <= samples:
+        raise ValueError(f"samples {samples}, lost {lost}")
+    return {"value": value, "samples": samples, "lost": lost, **extra}
+
+
+def lost_note(value: dict[str, Any]) -> str:
+    """"; 3 lost (counted at 2000 ms): 2 relay never rose, 1 wrong member" or ""."""
+    if not value.get("lost"):
+        return ""
+    why = ", ".join(f"{n} {w}" for w, n in value.get("lost_why", {}).items())
+    at = f" (counted at {value['timeout']:g})" if value.get("timeout") else ""
+    return f"; {value['lost']} LOST{at}" + (f": {why}" if why else "")
 
 
 @dataclass
@@ -59,11 +129,25 @@ class Result:
 
     key: str
     what: str
-    value: Any  # a number, a {"p50", "p99", ...} dict, or None
+    value: dict[str, Any] | None  # from Samples.dist() or measured(); None: not measured
     target: str
     met: bool | None  # None: a reference, or not measured
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # other keys it measured on the way
+
+    def __post_init__(self) -> None:
+        v = self.value
+        if v is not None and not (isinstance(v, dict) and "samples" in v and "lost" in v):
+            raise TypeError(f"{self.key}: build the value with Samples.dist() or measured(), "
+                            "so that it reports its samples and losses")
+        if v is not None and v["lost"] and self.met:
+            self.met = False  # a target is met only if nothing was lost
+        if v is not None:
+            self.note += lost_note(v)
+
+
+class Unmeasurable(Exception):
+    """A tool a benchmark needs is missing on this machine: its keys are pending."""
 
 
 def pending(key: str, what: str, target: str, why: str) -> Result:
@@ -143,6 +227,7 @@ class SiteFactory:
         self.rng = random.Random(seed)
         self._template: Path | None = None
         self.enrolled: list[str] = []
+        self._member_index: dict[str, str] = {}
         self._count = 0
         self.build_s: float | None = None
 
@@ -182,6 +267,13 @@ class SiteFactory:
 
     def template(self) -> Path:
         return self._template or self._build_template()
+
+    def member_of(self, uid: str) -> str:
+        """The member id holding enrolled card `uid` (as `_build_template` numbered them)."""
+        if not self._member_index:
+            self.template()
+            self._member_index = {u: f"m-{i:06d}" for i, u in enumerate(self.enrolled)}
+        return self._member_index[uid]
 
     def site(self, *, readers: list[dict[str, Any]], log_level: str = "INFO",
              factory: str = "mock", extra: str = "") -> Site:

@@ -1,4 +1,8 @@
-"""`python -m faultsuite [--quick|--long] [--json] [--only NAME]` (scripts/faults)."""
+"""`python -m faultsuite [--quick|--long] [--json] [--only NAME]` (scripts/faults).
+
+Exit status 1 when an invariant failed, a scenario ran no trial, or a scenario could not run
+(pending) without ACCESSD_FAULTS_ALLOW_PENDING=1.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from faultsuite.core import SCENARIOS, Context, as_json, run_one, table
+from faultsuite.core import SCENARIOS, Context, as_json, passed, run_one, table
 
 MODULES = ("power", "reader", "clock", "attack", "disk", "fuzz", "network", "release")
 
@@ -24,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="soak: >= 500 power cuts, hundreds of thousands of fuzz inputs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--only", action="append", metavar="NAME",
-                        help="run only this scenario (repeatable)")
+                        help="run only this scenario, or the scenarios whose name starts with "
+                             "NAME_ (`reader`, `network`); repeatable")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -37,10 +42,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s.name:20} {s.invariant}")
         return 0
     if args.only:
-        unknown = set(args.only) - set(SCENARIOS)
+        def chosen(name: str, wanted: str) -> bool:
+            return name == wanted or name.startswith(f"{wanted}_")
+
+        unknown = [w for w in args.only if not any(chosen(s.name, w) for s in scenarios)]
         if unknown:
             parser.error(f"unknown scenario(s) {sorted(unknown)}; see --list")
-        scenarios = [s for s in scenarios if s.name in args.only]
+        scenarios = [s for s in scenarios if any(chosen(s.name, w) for w in args.only)]
     mode_name = args.mode or "quick"
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     work = Path(tempfile.mkdtemp(prefix="accessd-faults-"))
@@ -63,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
-    return 1 if any(r.failures for r in results) else 0
+    return 0 if passed(results) else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
-"""Scenario registry, trial budgets per mode, results and their table / JSON form."""
+"""Scenario registry, trial budgets per mode, results and their table / JSON form.
+
+A scenario proves it ran: one that ends "ok" with no trial is a failure, and one that cannot
+run here ("pending": no root for the disk, no Mosquitto) fails the run unless
+ACCESSD_FAULTS_ALLOW_PENDING=1 says this machine may skip it.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -83,9 +89,38 @@ def run_one(sc: Scenario, ctx: Context) -> Result:
     except Exception as exc:  # a crash of the scenario itself is a failure, never a pass
         result.fail(f"scenario crashed: {exc!r}\n{traceback.format_exc(limit=6)}")
     result.seconds = round(time.monotonic() - start, 1)
+    if result.status == "ok" and result.trials == 0 and not result.failures:
+        result.fail("the scenario ran no trial")
     if result.failures:
         result.status = "failed"
     return result
+
+
+ALLOW_PENDING = "ACCESSD_FAULTS_ALLOW_PENDING"
+
+
+def pending_allowed() -> bool:
+    return os.environ.get(ALLOW_PENDING) == "1"
+
+
+def passed(results: list[Result]) -> bool:
+    """No failure, and no pending scenario unless ACCESSD_FAULTS_ALLOW_PENDING=1."""
+    if any(r.failures for r in results):
+        return False
+    return pending_allowed() or not any(r.status == "pending" for r in results)
+
+
+def verdict(results: list[Result]) -> str:
+    """The table's last line: what the exit status says, and why."""
+    failed = [r.name for r in results if r.failures]
+    pending = [r.name for r in results if r.status == "pending"]
+    parts = [f"FAILED: {', '.join(failed)}" if failed else "no invariant failed"]
+    if pending:
+        how = (f"allowed by {ALLOW_PENDING}=1" if pending_allowed() else
+               f"NOT allowed: the run fails (set {ALLOW_PENDING}=1 on a machine that may "
+               "skip them)")
+        parts.append(f"pending (did not run): {', '.join(pending)}, {how}")
+    return f"result: {'PASS' if passed(results) else 'FAIL'} - " + "; ".join(parts)
 
 
 class Pending(Exception):
@@ -109,6 +144,7 @@ def table(results: list[Result]) -> str:
             out.append(f"  {r.name}: {note}")
         for what in r.failed:
             out.append(f"  {r.name}: FAILED: {what}")
+    out.append(verdict(results))
     return "\n".join(out)
 
 
@@ -116,7 +152,9 @@ def as_json(results: list[Result], *, mode: str, seed: int, seconds: float) -> s
     doc = {
         "mode": mode, "seed": seed, "seconds": round(seconds, 1),
         "failures": sum(r.failures for r in results),
-        "ok": all(r.failures == 0 for r in results),
+        "pending": [r.name for r in results if r.status == "pending"],
+        "pending_allowed": pending_allowed(),
+        "ok": passed(results),
         "scenarios": [asdict(r) for r in results],
     }
     return json.dumps(doc, indent=2, sort_keys=False, default=str)

@@ -64,8 +64,9 @@ class Site:
     def __init__(self, root: Path, *, storage: Path | None = None, reader: str = "fifo",
                  serial_port: str = "", clock: str = 'trust = "always"',
                  security: str = "unknown_card_limit = 1000", release_s: float = 3,
-                 extra: str = "", hold_off_s: float = 0.5) -> None:
+                 extra: str = "", hold_off_s: float = 0.5, retention_days: int = 90) -> None:
         self.root = root
+        self.retention_days = retention_days
         root.mkdir(parents=True, exist_ok=True)
         self.storage = storage or root / "state"
         self.fifo = root / "taps"
@@ -100,6 +101,7 @@ factory = "mock"
 [storage]
 dir = "{self.storage}"
 control_socket = "{self.socket}"
+retention_days = {retention_days}
 
 {extra}
 """)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, seed, settings
@@ -157,7 +158,7 @@ def fuzz_network(ctx: Context, res: Result, n: int) -> None:
     parser("ack", ack, signed_ack)
     parser("event", event, signed_event)
     parser("command envelope", command, cmd)
-    parser("command payload", command, {**cmd, "payload": cmd["payload"]})
+    _signed_payloads(ctx, res, n, key, keys, cmd["payload"], now)
     parser("rule document", rules, snap)
     parser("decode", decode_only, {"a": [1, {"b": 2}]})
 
@@ -167,6 +168,103 @@ def fuzz_network(ctx: Context, res: Result, n: int) -> None:
                            ("ack bytes", json.dumps(signed_ack).encode(), ack),
                            ("event bytes", json.dumps(signed_event).encode(), event)):
         _flips(ctx, res, n, name, good, fn)
+
+
+COMMAND_FIELDS = {"v", "id", "type", "site", "door", "issued_at", "expires_at", "operator",
+                  "seconds"}
+
+
+def _instant(text: Any) -> datetime | None:
+    """An RFC 3339 instant with its offset (the oracle's own reading), else None."""
+    if not isinstance(text, str) or not re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", text):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def command_fit(p: Any, now: datetime) -> bool:
+    """The oracle, written from schemas/command.json and docs/protocol.md, not from the code:
+    may a door act on this payload, here (site faults, door front) and now? (JSON numbers are
+    compared as numbers: 1.0 is the version 1.)"""
+    if not isinstance(p, dict) or not {"v", "id", "type", "site", "door", "issued_at",
+                                       "expires_at", "operator"} <= set(p) <= COMMAND_FIELDS:
+        return False
+    number = (int, float)
+    issued, expires = _instant(p["issued_at"]), _instant(p["expires_at"])
+    return (isinstance(p["v"], number) and not isinstance(p["v"], bool) and p["v"] == 1
+            and isinstance(p["id"], str) and re.fullmatch(r"[A-Za-z0-9_-]{8,64}", p["id"])
+            is not None
+            and p["type"] in ("release", "request_snapshot")
+            and p["site"] == "faults" and p["door"] == "front"
+            and isinstance(p["operator"], str) and 1 <= len(p["operator"]) <= 100
+            and ("seconds" not in p or (isinstance(p["seconds"], number)
+                                        and not isinstance(p["seconds"], bool)
+                                        and 3 <= p["seconds"] <= 600))
+            and issued is not None and expires is not None
+            and timedelta(0) < expires - issued <= timedelta(seconds=300)
+            and issued - timedelta(seconds=30) <= now < expires)
+
+
+def _signed_payloads(ctx: Context, res: Result, n: int, key: Any, keys: Any,
+                     base: dict[str, Any], now: datetime) -> None:
+    """Command payloads with fields replaced, dropped or added, each signed by the office's
+    own key: the signature is good, so only the door's checks of type and meaning stand
+    between such a payload and the relay. Whatever the door accepts must be fit to act on
+    (the oracle above); anything else is refused with ProtocolError and nothing else."""
+    from accessd.errors import ProtocolError
+    from accessd.events import format_ts
+    from accessd.protocol.codec import encode
+    from accessd.protocol.commands import verify_command
+
+    near = st.integers(-900, 900).map(lambda s: format_ts(now + timedelta(seconds=s)))
+    values = {
+        "v": st.sampled_from([1, 0, 2, True, 1.0, "1", None]),
+        "id": st.text(max_size=70) | st.from_regex(r"[A-Za-z0-9_-]{1,70}", fullmatch=True),
+        "type": st.sampled_from(["release", "request_snapshot", "request-snapshot", "open",
+                                 "", "RELEASE"]),
+        "site": st.sampled_from(["faults", "other", "", "faults "]),
+        "door": st.sampled_from(["front", "back", "", "Front"]),
+        "issued_at": near | st.text(max_size=30),
+        "expires_at": near | st.text(max_size=30),
+        "operator": st.text(max_size=120),
+        "seconds": st.one_of(st.floats(allow_nan=True), st.integers(-10, 10_000),
+                             st.booleans(), st.text(max_size=5)),
+    }
+
+    @st.composite
+    def payloads(draw: Any) -> dict[str, Any]:
+        p = dict(base)
+        for _ in range(draw(st.integers(1, 4))):
+            k = draw(st.sampled_from([*values, "extra"]))
+            if k != "extra" and draw(st.integers(0, 4)) == 0:
+                p.pop(k, None)
+            else:
+                p[k] = draw(values.get(k, json_values))
+        return p
+
+    count, accepted = [0], [0]
+
+    @seed(ctx.seed)
+    @_settings(n)
+    @given(payloads())
+    def prop(payload: dict[str, Any]) -> None:
+        count[0] += 1
+        try:
+            raw = encode(key.sign(payload))
+        except (ValueError, TypeError):
+            return  # not JSON at all (NaN): the office could not have sent it
+        try:
+            got = verify_command(raw, keys, site="faults", door="front", now=now)
+        except ProtocolError:
+            return
+        assert command_fit(got, now), f"the door accepted an unfit command: {got}"
+        accepted[0] += 1
+
+    _run(res, "signed command payloads", prop, count)
+    res.figures["signed_command_payloads_accepted"] = accepted[0]
 
 
 def _flips(ctx: Context, res: Result, n: int, name: str, good: bytes, fn: Any) -> None:

@@ -2,10 +2,18 @@
 
 Three kinds of moment, in turn: a burst of taps; a rule snapshot being applied by the real
 `RuleApplier` in a second process (the daemon keeps deciding from the same file meanwhile);
-the journal's retention clean-up (`Journal.purge`) on a journal holding many old rows. The kill
+the journal's retention clean-up (`Journal.purge`) on a journal holding many old rows, written
+before that life of the daemon as a year-old journal holds them. The kill
 takes every process at once, as a power cut would. What was committed is read from the journal
 by a third connection just before the kill; after it, the next life of the daemon must find it
 all there.
+
+Every trial proves it ran: the reader was online, taps were sent and decided; the scenario
+counts the kills that landed while the snapshot or the clean-up was still running (at least
+half of them in long mode, at least one in quick mode), and in long mode both rule outcomes
+(the old set kept, the new set applied) must occur. The daemon's own retention is set to a
+year, so that its clean-up at start cannot delete the suite's old rows before the suite's
+own clean-up, which is the one the kill is aimed at.
 """
 
 from __future__ import annotations
@@ -57,6 +65,8 @@ print("purged", j.purge(90), flush=True)
 """
 
 SHARED = 20  # members in every rule set: the cards tapped during the trials
+DAEMON_RETENTION_DAYS = 365  # the old rows (200 days) are the suite's clean-up's, not the daemon's
+MID_SHARE_LONG = 0.5  # in long mode, at least this share of helper kills must land mid-operation
 
 
 def uid_of(i: int) -> str:
@@ -158,11 +168,11 @@ def purge_sync(site: Site, rows: int) -> float:
     return took
 
 
-def _retention_prefix(before: dict[int, tuple[str, str, str]]) -> int:
-    """The highest sequence number the daemon's own retention may delete (90 days)."""
+def _retention_prefix(before: dict[int, tuple[str, str, str]], days: int) -> int:
+    """The highest sequence number the daemon's own retention (`days`) may delete."""
     from accessd.events import format_ts, utcnow
 
-    cutoff = format_ts(utcnow() - timedelta(days=90))
+    cutoff = format_ts(utcnow() - timedelta(days=days))
     return max((seq for seq, (_, _, ts) in before.items() if ts < cutoff), default=0)
 
 
@@ -214,7 +224,7 @@ def _kill(*procs: subprocess.Popen[Any] | None) -> None:
 def power_cut(ctx: Context, res: Result) -> None:
     rng = random.Random(ctx.seed)
     trials = ctx.n(24, 510)
-    site = Site(ctx.workdir / "site")
+    site = Site(ctx.workdir / "site", retention_days=DAEMON_RETENTION_DAYS)
     rs = RuleSets(site, ctx.n(4000, 8000), ctx.workdir)
     apply_sync(rs, "b")
     apply_took = apply_sync(rs, "a")  # calibration: how long a snapshot's transaction lasts
@@ -225,8 +235,16 @@ def power_cut(ctx: Context, res: Result) -> None:
     counts = {"taps": 0, "rules": 0, "purge": 0}
     mid = {"rules": 0, "purge": 0}  # the helper process was still running at the kill
     outcome = {"old": 0, "new": 0}
+    sent = 0
     prev_last: int | None = None
     for trial in range(trials + 1):
+        kind = ("taps", "rules", "purge")[trial % 3]
+        purge_upto = 0
+        if kind == "purge" and trial < trials:
+            # a year-old journal: the old rows come before this life's events, as on a door
+            # (appended while the daemon runs, they would follow its fresh events, and the
+            # clean-up, which deletes a prefix, would delete those too)
+            purge_upto = prev_last = add_old_rows(site, old_rows)
         d = Daemon(site)
         try:
             st = d.status()
@@ -248,13 +266,13 @@ def power_cut(ctx: Context, res: Result) -> None:
         if prev_last is not None:
             res.check(st["journal"]["last_seq"] == prev_last + 1,
                       f"restart {trial}: last_seq {st['journal']['last_seq']} after {prev_last}")
-        d.wait_for(r"reader door: (back )?online", timeout=5)
-        kind = ("taps", "rules", "purge")[trial % 3]
+        res.check(d.wait_for(r"reader door: (back )?online", timeout=5),
+                  f"trial {trial}: the reader never came online")
+        first_seq = st["journal"]["last_seq"]  # this life's daemon.started
         counts[kind] += 1
         tapper = Tapper(d, rng)
         tapper.start()
         helper: subprocess.Popen[str] | None = None
-        purge_upto = 0
         old_version, target = rs.version, ""
         before = committed(site.journal_path)  # read first: the kill must not wait for it
         if kind == "rules":
@@ -263,10 +281,8 @@ def power_cut(ctx: Context, res: Result) -> None:
             helper = rs.start_apply()
             assert helper.stdout is not None
             helper.stdout.readline()  # "transaction": the snapshot is being written
-            time.sleep(rng.uniform(0.0, apply_took * 1.1))
+            time.sleep(rng.uniform(0.0, apply_took * 1.5))  # both outcomes occur
         elif kind == "purge":
-            purge_upto = add_old_rows(site, old_rows)
-            before = committed(site.journal_path)
             helper = subprocess.Popen([PYTHON, "-c", PURGER, str(site.journal_path)],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True, cwd=ROOT)
@@ -282,13 +298,18 @@ def power_cut(ctx: Context, res: Result) -> None:
         d.kill()
         tapper.stop_ev.set()
         tapper.join(5)
+        sent += tapper.sent
+        decided = _decided_since(site, first_seq)
+        res.check(tapper.sent > 0, f"trial {trial} ({kind}): no tap was sent")
+        res.check(decided > 0, f"trial {trial} ({kind}): {tapper.sent} taps sent, none "
+                               "decided and committed before the cut")
         if helper is not None:
             helper.wait(10)
             if not finished:
                 mid[kind] += 1
-        # the daemon applies retention itself at start (and hourly): rows older than 90 days
-        # that a killed purge left behind may go in any trial, as a prefix of the sequence
-        purge_upto = max(purge_upto, _retention_prefix(before))
+        # the daemon applies retention itself at start (and hourly): rows older than its
+        # retention may go in any trial, as a prefix of the sequence
+        purge_upto = max(purge_upto, _retention_prefix(before, site.retention_days))
         for problem in check_journal(site.journal_path, before, purge_upto):
             res.fail(f"trial {trial} ({kind}): {problem}")
         version, which, problems = rs.state()
@@ -310,6 +331,35 @@ def power_cut(ctx: Context, res: Result) -> None:
         conn = sqlite3.connect(str(site.journal_path), timeout=10)
         prev_last = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
         conn.close()
-    res.figures.update({"kinds": counts, "kills_mid_operation": mid, "rules_after_cut": outcome})
+    _check_coverage(ctx, res, counts, mid, outcome)
+    res.figures.update({"kinds": counts, "kills_mid_operation": mid, "rules_after_cut": outcome,
+                        "taps_sent": sent})
     res.notes.append(f"kills by moment {json.dumps(counts)}; helper still running at the "
-                     f"kill {json.dumps(mid)}; rules after the cut {json.dumps(outcome)}")
+                     f"kill {json.dumps(mid)}; rules after the cut {json.dumps(outcome)}; "
+                     f"{sent} taps sent")
+
+
+def _decided_since(site: Site, seq: int) -> int:
+    """Access decisions committed after `seq` (read after the cut: it cannot delay it)."""
+    conn = sqlite3.connect(f"file:{site.journal_path}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(conn.execute("SELECT count(*) FROM events WHERE seq > ? AND type IN "
+                                "('access.granted', 'access.denied')", (seq,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _check_coverage(ctx: Context, res: Result, counts: dict[str, int], mid: dict[str, int],
+                    outcome: dict[str, int]) -> None:
+    """The cuts hit what they were aimed at: the snapshot and the clean-up while running, and
+    (long mode) a rule snapshot both kept and applied across the cuts."""
+    for kind, n in mid.items():
+        if not counts[kind]:
+            continue
+        share = n / counts[kind]
+        need = MID_SHARE_LONG if ctx.long else 1 / counts[kind]
+        res.check(share >= need, f"only {n} of {counts[kind]} {kind} kills landed while the "
+                                 f"operation was running (need {need:.0%})")
+    if ctx.long:
+        res.check(outcome["old"] > 0 and outcome["new"] > 0,
+                  f"rules after the cut {outcome}: both the old and the new set must occur")

@@ -16,7 +16,8 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 def private_schema() -> Iterator[str]:
     """The URL of a private schema in the test PostgreSQL, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg  # in the test extras: missing, it is an error, not a skip
+
     try:
         admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
     except psycopg.Error as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time as clock_time
 from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -132,9 +133,12 @@ def test_capture_diverts_next_card(rig) -> None:
     got = {}
     t = threading.Thread(target=lambda: got.setdefault("r", c.capture_next(None, 5)))
     t.start()
-    while not c._captures:
-        pass
+    deadline = clock_time.monotonic() + 5
+    while not c.captures_waiting:
+        assert clock_time.monotonic() < deadline, "capture_next never registered its request"
+        clock_time.sleep(0.001)
     assert c.on_card(tap("1122334455")) is None  # no decision, no journal entry
+    assert c.captures_waiting == 0
     t.join(5)
     assert got["r"].uid == "1122334455"
     assert not relay.released and list(c.journal.iter_all()) == []

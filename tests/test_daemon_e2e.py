@@ -70,7 +70,10 @@ class DaemonProcess:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = write_config(tmp_path, "[lock]\nrelease_s = 3\n")
+    # no hold-off: the same card presented twice in a row is decided twice
+    readers = (f'[[readers]]\nname = "door"\ntype = "simulated"\n'
+               f'source = "{tmp_path}/taps"\nhold_off_s = 0\n')
+    path = write_config(tmp_path, "[lock]\nrelease_s = 3\n", readers=readers)
     r = cli(path, "enroll", "--name", "Ana", "--plan", "subscriber", "--card", ANA)
     assert r.returncode == 0, r.stderr
     return path
@@ -143,12 +146,11 @@ def test_cli_against_running_daemon(config: Path, tmp_path: Path) -> None:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert enrol.stderr is not None
         assert "Present the card" in enrol.stderr.readline()
-        time.sleep(0.3)
+        d.wait_for(r"enrolment: the next card on any reader is taken")
         d.tap("5566778899")
         out, _ = enrol.communicate(timeout=30)
         assert enrol.returncode == 0
         assert json.loads(out)["name"] == "Bea"
-        time.sleep(0.8)  # past the reader's 0.5 s hold-off for the same card
         d.tap("5566778899")  # takes effect at once
         d.wait_for(r"access granted: subscriber", timeout=10)
         st = d.status()

@@ -119,11 +119,22 @@ def test_expired_or_revoked_never_opens(g: Grant, now: datetime, trusted: bool, 
     sched = Schedule(ZoneInfo(tz), time(9), time(18), WEEKDAYS, frozenset())
     d = decide(g, now=now, clock_trusted=trusted, schedule=sched)
     local_day = now.astimezone(ZoneInfo(tz)).date()
-    if (g.credential_status is not Status.ACTIVE or g.member_status is not Status.ACTIVE
-            or (g.valid_until is not None and local_day > g.valid_until)
-            or (g.valid_from is not None and local_day < g.valid_from)):
-        assert not d.granted
-    assert d.reason is not None and d.granted == (d.reason in GRANT_REASONS)
+    # the refusal docs/decision.md gives, first match wins; None: not refused for validity
+    expected = (
+        Reason.CREDENTIAL_REVOKED if g.credential_status is Status.REVOKED
+        else Reason.MEMBER_REVOKED if g.member_status is Status.REVOKED
+        else Reason.MEMBER_SUSPENDED if Status.SUSPENDED in (g.credential_status,
+                                                            g.member_status)
+        else Reason.EXPIRED if g.valid_until is not None and local_day > g.valid_until
+        else (Reason.NOT_YET_VALID if trusted else Reason.CLOCK_UNTRUSTED)
+        if g.valid_from is not None and local_day < g.valid_from
+        else None)
+    if expected is not None:
+        assert (d.granted, d.reason) == (False, expected)
+    else:
+        assert d.reason not in {Reason.CREDENTIAL_REVOKED, Reason.MEMBER_REVOKED,
+                                Reason.MEMBER_SUSPENDED, Reason.EXPIRED, Reason.NOT_YET_VALID}
+    assert d.granted == (d.reason in GRANT_REASONS)
 
 
 @given(instants, zones, st.booleans(),

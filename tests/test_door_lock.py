@@ -8,6 +8,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from door_helpers import PinBench, levels, pin_bench, wait_for
@@ -252,15 +253,41 @@ def run_lockdown(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30)
 
 
+@pytest.fixture
+def lockdown_pins(mock_factory: Any) -> Iterator[Any]:
+    """gpiozero's default factory is a MockFactory: `--factory default` drives its pins."""
+    from accessd.door import lockdown
+
+    yield mock_factory
+    while lockdown.HELD:  # what the process would keep until it exits
+        lockdown.HELD.pop().close()
+
+
+def driven_locked(pin: Any, level: bool) -> None:
+    """The pin is an output at `level`, and was never driven to the other level."""
+    assert pin.function == "output", f"BCM{pin.info.name}: {pin.function}, not driven"
+    assert pin.state == level
+    assert all(s.state == level for s in pin.states[1:]), pin.states
+
+
 @pytest.mark.parametrize(("lock_type", "active_high", "level"), [
-    ("fail-secure", "true", "low"), ("fail-secure", "false", "high"),
-    ("fail-safe", "true", "high"), ("fail-safe", "false", "low"),
+    ("fail-secure", "true", False), ("fail-secure", "false", True),
+    ("fail-safe", "true", True), ("fail-safe", "false", False),
 ])
-def test_lockdown_drives_the_locked_level(lock_type, active_high, level):
-    proc = run_lockdown("--pin", "17", "--lock-type", lock_type, "--active-high", active_high,
-                        "--factory", "mock")
+def test_lockdown_drives_the_locked_level(lockdown_pins: Any, lock_type: str,
+                                          active_high: str, level: bool) -> None:
+    from accessd.door.lockdown import main
+
+    assert main(["--pin", "17", "--lock-type", lock_type, "--active-high", active_high,
+                 "--factory", "default"]) == 0
+    # still driven when main() returns: the process ends without closing the device
+    driven_locked(lockdown_pins.pin(17), level)
+
+
+def test_lockdown_as_systemd_runs_it() -> None:
+    proc = run_lockdown("--pin", "17", "--lock-type", "fail-safe", "--factory", "mock")
     assert proc.returncode == 0, proc.stderr
-    assert f"BCM17 driven {level} (locked, {lock_type}" in proc.stdout
+    assert "BCM17 driven high (locked, fail-safe" in proc.stdout
 
 
 def test_lockdown_reports_errors_in_one_line():
@@ -274,13 +301,17 @@ def test_lockdown_reports_errors_in_one_line():
     assert run_lockdown("--active-high", "maybe", "--factory", "mock").returncode == 2
 
 
-def test_lockdown_reads_the_site_configuration(tmp_path):
+def test_lockdown_reads_the_site_configuration(lockdown_pins: Any, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from accessd.door.lockdown import main
+
     cfg = tmp_path / "accessd.toml"
     cfg.write_text('[[readers]]\nname = "d"\ntype = "simulated"\n[lock]\ntype = "fail-safe"\n'
-                   '[pins]\nfactory = "mock"\nlock_relay = 23\n')
-    proc = run_lockdown("--config", str(cfg), "--pin", "17", "--factory", "nonsense")
-    assert proc.returncode == 0, proc.stderr
-    assert "BCM23 driven high (locked, fail-safe" in proc.stdout  # the file wins
-    proc = run_lockdown("--config", str(tmp_path / "missing.toml"), "--factory", "mock")
-    assert proc.returncode == 0  # unreadable file: the flags are the fallback
-    assert "using the command-line values" in proc.stderr and "BCM17 driven low" in proc.stdout
+                   '[pins]\nfactory = "default"\nlock_relay = 23\n')
+    assert main(["--config", str(cfg), "--pin", "17", "--factory", "nonsense"]) == 0
+    driven_locked(lockdown_pins.pin(23), True)  # the file wins: its pin, type and factory
+    assert lockdown_pins.pin(17).function == "input"  # the flag's pin is left alone
+    # an unreadable file: the flags are the fallback
+    assert main(["--config", str(tmp_path / "missing.toml"), "--factory", "default"]) == 0
+    assert "using the command-line values" in capsys.readouterr().err
+    driven_locked(lockdown_pins.pin(17), False)

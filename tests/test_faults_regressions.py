@@ -52,3 +52,22 @@ def test_events_held_in_memory_are_not_lost_silently_at_stop(
     assert types[-5:] == ["daemon.started", "alarm.journal_unavailable", "access.denied",
                           "daemon.stopped", "daemon.started"]
     assert not list((tmp_path / "state" / "spool").glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("issued_at", ["", "2026-13-01T00:00:00Z", "2026-01-01T00:00:00"])
+def test_a_signed_command_with_a_bad_timestamp_is_refused_as_invalid(issued_at: str) -> None:
+    """Found by fuzz_parsers (signed command payloads): the schema's date-time format is not
+    enforced, so `issued_at` reached `parse_ts` and a ValueError (or, with no UTC offset, a
+    TypeError) escaped `verify_command` instead of a refusal."""
+    from accessd.errors import ProtocolError
+    from accessd.events import utcnow
+    from accessd.protocol.codec import encode
+    from accessd.protocol.commands import make_command, verify_command
+    from accessd.protocol.signing import OfficeKey, PublicKeys
+
+    key = OfficeKey.generate()
+    cmd = make_command(key, type="release", site="s", door="d", operator="o", seconds=5)
+    payload = {**cmd["payload"], "issued_at": issued_at}
+    with pytest.raises(ProtocolError, match=r"^invalid: issued_at"):
+        verify_command(encode(key.sign(payload)), PublicKeys([key.public]), site="s",
+                       door="d", now=utcnow())

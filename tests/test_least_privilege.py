@@ -319,7 +319,7 @@ def test_the_wrapper_runs_the_host_commands_with_the_installed_config(tmp_path):
 
 
 def test_the_wrapper_refuses_commands_this_version_lacks_cleanly(tmp_path):
-    from accessd.cli.host import HOST_COMMANDS, HOST_REFUSED, subcommands
+    from accessd.cli.host import HOST_COMMANDS, subcommands
     from accessd.cli.main import build_parser
 
     missing = sorted(set(HOST_COMMANDS) - set(subcommands(build_parser())))

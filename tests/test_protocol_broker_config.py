@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,7 +36,8 @@ def test_shipped_config_with_generated_credentials(tmp_path: Path):
                             stderr=subprocess.PIPE)
     clients = []
     try:
-        time.sleep(0.3)
+        wait_for(lambda: proc.poll() is not None or _listening(port),
+                 message="the shipped config's listener")
         assert proc.poll() is None, proc.stderr.read().decode()
 
         def login(user: str, pwfile: Path, ca: Path) -> object:
@@ -48,15 +49,18 @@ def test_shipped_config_with_generated_credentials(tmp_path: Path):
 
         central = login("central", out / "central" / "central.pw", out / "broker/tls/ca.crt")
         got: list[str] = []
+        subscribed = threading.Event()
         central.on_message = lambda _c, _u, m: got.append(m.topic)
+        central.on_subscribe = lambda *_: subscribed.set()
         central.subscribe("$share/g/accessd/+/+/event", qos=1)
-        time.sleep(0.2)
+        assert subscribed.wait(10), "no SUBACK from the broker"
         door = login("door-morez-front", out / "doors/front/mqtt.pw",
                      out / "doors/front/ca.crt")
         door.publish("accessd/morez/back/event", b"{}", qos=1).wait_for_publish(5)
         door.publish("accessd/morez/front/event", b"{}", qos=1).wait_for_publish(5)
         wait_for(lambda: got, message="the door's own event")
-        time.sleep(0.2)
+        # one publisher, one subscriber: messages arrive in the order they were sent, so had
+        # the ACL let the other door's topic through, it would be here before this one
         assert got == ["accessd/morez/front/event"]
         # small packets leave at once: Nagle is off on the clients' sockets (and the broker's)
         for c in clients:
@@ -74,11 +78,26 @@ def test_shipped_config_with_generated_credentials(tmp_path: Path):
         proc.wait(10)
 
 
-def test_no_delay_tolerates_sockets_without_tcp():
-    a, b = socket.socketpair()  # a Unix socket: TCP_NODELAY does not apply, no error
+def test_no_delay_sets_tcp_nodelay_and_tolerates_sockets_without_tcp():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        tcp = socket.create_connection(server.getsockname())
+        try:
+            assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+            no_delay(None, None, tcp)  # type: ignore[arg-type]
+            assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            tcp.close()
+    a, b = socket.socketpair()  # a Unix socket: TCP_NODELAY does not apply, and no error
     try:
         no_delay(None, None, a)  # type: ignore[arg-type]
-        no_delay(None, None, object())  # type: ignore[arg-type]
+        a.sendall(b"still usable")
+        assert b.recv(64) == b"still usable"
     finally:
         a.close()
         b.close()
+    no_delay(None, None, object())  # type: ignore[arg-type]  # no setsockopt: left alone
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

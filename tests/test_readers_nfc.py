@@ -16,17 +16,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import nfc  # nfcpy is a dependency of the package: missing, it is an error
+import nfc.clf
+import nfc.clf.device
 import pytest
+from nfc.clf import RemoteTarget
 from readers_helpers import Recorder
 
 from accessd.config import ReaderConfig
 from accessd.readers.nfc_reader import NfcReader
-
-pytest.importorskip("nfc.clf.device")  # nfcpy is a dependency; skip cleanly if absent
-import nfc
-import nfc.clf
-import nfc.clf.device
-from nfc.clf import RemoteTarget
 
 
 class FakeCard:

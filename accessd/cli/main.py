@@ -20,7 +20,9 @@ from accessd.errors import AccessdError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 # who runs a command: the person behind sudo (the host's wrapper runs as the service user)
-_OPERATOR = os.environ.get("SUDO_USER") or os.environ.get("USER") or "host"
+def _operator() -> str:
+    """Who runs the command: the person behind sudo, else the login (read at parse time)."""
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or "host"
 
 
 def _date(text: str) -> date:
@@ -74,9 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subscriber: 24/7; occasional: opening hours only")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--card", metavar="NUMBER",
-                     help="card UID in hex (e.g. 0A1B2C3D4E); kept only as a keyed hash")
+                     help="card UID in hex (e.g. 0A1B2C3D4E, 04:A2:2B:1C); kept only as a "
+                          "keyed hash")
     src.add_argument("--present", action="store_true",
-                     help="take the next card presented on the door reader (daemon running)")
+                     help="take the next card presented on the door reader (the daemon must "
+                          "be running); that presentation opens nothing")
     src.add_argument("--no-card", action="store_true",
                      help="create the member without a card (add one later with --member)")
     p.add_argument("--reader", help="with --present: the reader to listen on (default: any)")
@@ -85,9 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="valid_from", type=_date, metavar="DATE",
                    help="first valid day, YYYY-MM-DD (site time)")
     p.add_argument("--until", dest="valid_until", type=_date, metavar="DATE",
-                   help="last valid day, inclusive, YYYY-MM-DD (site time)")
-    p.add_argument("--member", metavar="ID", help="add the card to this existing member")
-    p.add_argument("--operator", default=_OPERATOR, help="who does this (journalled)")
+                   help="last valid day, inclusive, YYYY-MM-DD (site time): valid until "
+                        "midnight at its end")
+    p.add_argument("--member", metavar="ID", help="add the card to this existing member "
+                   "(name, plan and dates are updated too)")
+    p.add_argument("--operator", default=_operator(),
+                   help="who does this (journalled; default $SUDO_USER, else $USER)")
     p.add_argument("--json", action="store_true", help="print the member as JSON")
 
     p = add("revoke", "Revoke a member (all cards) or one card, for good.", c.cmd_revoke)
@@ -96,15 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--card", metavar="NUMBER", help="revoke the card with this UID")
     target.add_argument("--credential", metavar="HASH",
                         help="revoke the card with this short hash (from 'show')")
-    p.add_argument("--operator", default=_OPERATOR,
-                   help="who does this (journalled)")
+    p.add_argument("--operator", default=_operator(),
+                   help="who does this (journalled; default $SUDO_USER, else $USER)")
 
     for name, verb in (("suspend", "Suspend a member: cards refused until 'resume'."),
                        ("resume", "Resume a suspended member.")):
         p = add(name, verb, c.cmd_suspend if name == "suspend" else c.cmd_resume)
         p.add_argument("member", help="member id")
-        p.add_argument("--operator", default=_OPERATOR,
-                       help="who does this (journalled)")
+        p.add_argument("--operator", default=_operator(),
+                       help="who does this (journalled; default $SUDO_USER, else $USER)")
 
     p = add("list", "List members.", c.cmd_list)
     p.add_argument("--plan", choices=["subscriber", "occasional"], help="only this plan")
@@ -123,16 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--member", help="member id or part of the name")
     p.add_argument("--door", help="door id")
     p.add_argument("--result", choices=["granted", "denied"], help="only this result")
-    p.add_argument("--type", help="event type, '*' as wildcard (e.g. 'door.*')")
-    p.add_argument("--since", type=_when, help="from this instant or age (e.g. 2026-11-01, 24h)")
+    p.add_argument("--type", help="event type, '*' as wildcard (e.g. 'door.*', 'access.denied')")
+    p.add_argument("--since", type=_when, help="from this instant (2026-11-01, "
+                   "2026-11-01T08:00+01:00) or age (30m, 24h, 7d, 2w)")
     p.add_argument("--until", type=_when, help="before this instant or age")
     p.add_argument("--limit", type=int, default=50, help="at most N entries (default 50)")
-    p.add_argument("--json", action="store_true", help="JSON lines")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per line, the event schema of docs/journal.md")
 
     p = add("open", "Release the door now (manual release, journalled with your name).",
             c.cmd_open)
     p.add_argument("--operator", required=True, help="your name, recorded in the journal")
-    p.add_argument("--seconds", type=float, help="release time (default: [lock] release_s)")
+    p.add_argument("--seconds", type=float,
+                   help="release time, 3 s to one hour (default: [lock] release_s)")
 
     p = add("status", "Show readers, lock, door, clock trust, journal depth, rule version.",
             c.cmd_status)

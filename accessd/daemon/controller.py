@@ -307,6 +307,8 @@ class DoorController:
         cap = Capture(reader)
         with self._mutex:
             self._captures.append(cap)
+        log.info("enrolment: the next card on %s is taken for enrolment (%.0f s at most)",
+                 reader or "any reader", timeout)
         try:
             cap.done.wait(timeout)
         finally:
@@ -314,6 +316,12 @@ class DoorController:
                 if cap in self._captures:
                     self._captures.remove(cap)
         return cap.read
+
+    @property
+    def captures_waiting(self) -> int:
+        """Enrolment requests waiting for a card (`capture_next` calls not yet served)."""
+        with self._mutex:
+            return len(self._captures)
 
     def _take_for_capture(self, read: CardRead) -> bool:
         for cap in self._captures:

@@ -13,8 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from accessd.errors import HardwareError
+
+#: the device stays referenced until the process ends: gpiozero closes a device it garbage
+#: collects (`Device.__del__`), which would turn the pin back into an input at once
+HELD: list[Any] = []
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -75,7 +80,8 @@ def lockdown(pin: int, lock_type: str, active_high: bool, factory_name: str) -> 
     level = locked_level(lock_type, active_high)
     factory = make_pin_factory(factory_name)
     try:
-        DigitalOutputDevice(pin, active_high=True, initial_value=level, pin_factory=factory)
+        HELD.append(DigitalOutputDevice(pin, active_high=True, initial_value=level,
+                                        pin_factory=factory))
     except Exception as exc:  # backend boundary
         raise HardwareError(f"lock relay on BCM{pin}: {exc}") from exc
     return level

@@ -45,7 +45,7 @@ def verify_command(raw: bytes, keys: PublicKeys, *, site: str, door: str,
         raise ProtocolError(f"wrong_door: meant for {payload['site']}/{payload['door']}")
     if now is None:
         raise ProtocolError("clock_untrusted: cannot tell whether the command is fresh")
-    issued, expires = parse_ts(payload["issued_at"]), parse_ts(payload["expires_at"])
+    issued, expires = _instant(payload, "issued_at"), _instant(payload, "expires_at")
     if (expires - issued).total_seconds() > MAX_WINDOW_S or expires <= issued:
         raise ProtocolError("bad_window: a command may be valid for at most "
                             f"{MAX_WINDOW_S:g} s")
@@ -54,3 +54,15 @@ def verify_command(raw: bytes, keys: PublicKeys, *, site: str, door: str,
     if now >= expires:
         raise ProtocolError(f"expired: at {payload['expires_at']}")
     return payload
+
+
+def _instant(payload: dict[str, Any], key: str) -> datetime:
+    """A date-time of the payload with its UTC offset; the schema's format is not enforced
+    by jsonschema alone, so an unreadable one is refused here, as failing the schema."""
+    try:
+        value = parse_ts(payload[key])
+    except ValueError:
+        raise ProtocolError(f"invalid: {key}: not a date-time") from None
+    if value.tzinfo is None:
+        raise ProtocolError(f"invalid: {key}: a date-time needs its UTC offset")
+    return value
