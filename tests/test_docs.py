@@ -71,9 +71,10 @@ def test_a_stale_options_table_is_reported_where_it_is(tmp_path: Path,
         if name == "cli.md":
             text = text.replace("| `--timeout TIMEOUT` |", "| `--timeout SECONDS` |")
             text = text.replace("## `accessd status`", "## Status")
-            text = text.replace("does this (journalled; default $USER) | `$USER` |",
-                                "does this (journalled; default $USER) | `$USER` |\n"
-                                "| `--force` | do it | |", 1)
+            operator = ("| `--operator OPERATOR` | who does this (journalled; default "
+                        "$SUDO_USER, else $USER) | `$SUDO_USER` |")
+            i = text.index("## `accessd revoke`")
+            text = text[:i] + text[i:].replace(operator, operator + "\n| `--force` | do it | |", 1)
         (docs / name).write_text(text, encoding="utf-8")
     monkeypatch.setattr(cli_docs, "DOCS", docs)
     monkeypatch.setattr(cli_docs, "ROOT", tmp_path)
