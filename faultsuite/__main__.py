@@ -12,7 +12,7 @@ from pathlib import Path
 
 from faultsuite.core import SCENARIOS, Context, as_json, run_one, table
 
-MODULES = ("power", "reader", "clock", "attack", "disk", "fuzz", "network", "release")
+MODULES = ("power", "power_loss", "reader", "clock", "attack", "disk", "fuzz", "network", "release")
 
 
 def main(argv: list[str] | None = None) -> int:
