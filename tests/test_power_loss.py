@@ -195,9 +195,9 @@ def _journal_after_next_start(tmp_path: Path, files: dict[str, bytes]) -> list[t
     return rows
 
 
-@pytest.mark.xfail(strict=True, reason="Controller.spool creates and renames its file without "
-                   "fsyncing the spool folder: a power loss after the stop can lose the name, "
-                   "so events the daemon said it spooled are gone")
+@pytest.mark.xfail(strict=True, reason="DoorController.spool creates and renames its file "
+                   "without fsyncing the spool folder: a power loss after the stop can lose the "
+                   "name, so events the daemon said it spooled are gone")
 def test_events_spooled_at_stop_survive_a_power_loss_after_the_stop(tmp_path: Path) -> None:
     state, snap, records = _spooled_runs(tmp_path)
     disk = Disk(snap, state)

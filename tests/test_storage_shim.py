@@ -6,6 +6,7 @@ cannot follow it says, instead of leaving a silent gap. Real processes, real fil
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -40,7 +41,7 @@ def run_child(code: str, folder: Path, **shim: object) -> subprocess.CompletedPr
 
 
 SQLITE_WORKLOAD = """
-import os, sqlite3, sys
+import os, sqlite3, subprocess, sys
 from faultsuite.storage import Markers
 folder = sys.argv[1]
 marks = Markers.from_env()
@@ -60,6 +61,7 @@ a.close()                                     # the last close checkpoints and d
 c = sqlite3.connect(folder + "/b.db", isolation_level=None)   # a second file, left open
 c.execute("PRAGMA journal_mode=WAL")
 c.execute("CREATE TABLE u (x)")
+subprocess.run(["true"], check=True)  # vfork + close_range in the child: c keeps its fds
 c.executemany("INSERT INTO u VALUES (?)", [(os.urandom(50),) for _ in range(300)])
 # plain Python file I/O: write, append, pwrite, writev, truncate, rename, unlink, dup
 with open(folder + "/notes.txt", "w") as f:
@@ -156,6 +158,26 @@ for i in range(50):
                      (Op.MARK, f"synced {i}")]
     assert seq == expected
     assert marker_path(log).read_text().startswith("wrote 0synced 0")
+
+
+def test_a_fifo_in_the_folder_neither_blocks_the_process_nor_is_logged(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    folder.mkdir()
+    os.mkfifo(folder / "taps")
+    log = tmp_path / "io.log"
+    r = run_child("""
+import os, sys, threading
+fifo = sys.argv[1] + "/taps"
+got = []
+reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+reader.start()                                  # blocks in open() until a writer comes
+with open(fifo, "w") as w:                      # the same process opens the other end
+    w.write("0A1B2C3D4E\\n")
+reader.join(30)
+print(got)
+""", folder, log=log)
+    assert "0A1B2C3D4E" in r.stdout
+    assert read_log(log) == []
 
 
 def test_only_files_under_the_folder_are_logged(tmp_path: Path) -> None:

@@ -137,6 +137,7 @@ static char stats_path[PATH_MAX];
 static struct ent *tab;
 static size_t tab_n;
 static uint64_t rng_state;
+static pid_t owner; /* the process whose state this is; a vfork child shares it, and must not touch it */
 static unsigned long n_syncs, n_delayed, n_records;
 static unsigned long long delayed_ns;
 
@@ -282,11 +283,18 @@ static void init(void) {
         else
             r_close(fd);
     }
+    owner = getpid();
     rng_state = ((uint64_t)getpid() << 32) ^ now_ns() ^ 0x9E3779B97F4A7C15ull;
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
-static inline void setup(void) { pthread_once(&once, init); }
+/* Set up once; false in the child of a vfork (or a clone that skipped the fork handlers), which
+ * runs in its parent's memory: it must leave the fd table and the log alone (Python's
+ * subprocess closes every fd there before exec). */
+static inline int setup(void) {
+    pthread_once(&once, init);
+    return getpid() == owner;
+}
 
 /* -- the fd table (caller holds mu) -------------------------------------------------------- */
 static struct ent *get(int fd) {
@@ -403,6 +411,7 @@ static int64_t log_position(void) {
 
 static void after_fork_child(void) {
     pthread_mutex_init(&mu, NULL);
+    owner = getpid();
     rng_state ^= ((uint64_t)getpid() << 17) ^ now_ns();
     if (log_fd >= 0)
         emit(OP_FORK, 0, -1, (int64_t)getppid(), 0, NULL, NULL, NULL, 0, 0);
@@ -415,13 +424,27 @@ static void unsupported(int fd, const char *path, const char *what) {
 /* -- opening ------------------------------------------------------------------------------- */
 static int open_tracked(int dirfd, const char *path, int flags, mode_t mode, int kind,
                         const char *norm, int (*call)(int, const char *, int, mode_t)) {
-    pthread_mutex_lock(&mu);
-    if (log_fd >= 0 && kind == 1)
-        flock(log_fd, LOCK_EX); /* one order of namespace changes across processes */
-    struct stat before;
-    int existed = kind == 1 && (flags & O_CREAT) ? fstatat(dirfd, path, &before, 0) == 0 : 1;
+    /* A creating open holds the locks across the call, so that "created" is exact across
+     * threads and shimmed processes. Any other open (which may block: a FIFO) runs unlocked
+     * and is logged right after. */
+    int existed = 1, hold = 0;
+    if (kind == 1 && (flags & O_CREAT)) {
+        pthread_mutex_lock(&mu);
+        if (log_fd >= 0)
+            flock(log_fd, LOCK_EX);
+        struct stat before;
+        existed = fstatat(dirfd, path, &before, 0) == 0;
+        hold = !existed || S_ISREG(before.st_mode);
+        if (!hold) {
+            if (log_fd >= 0)
+                flock(log_fd, LOCK_UN);
+            pthread_mutex_unlock(&mu);
+        }
+    }
     int fd = call(dirfd, path, flags, mode);
     int saved = errno;
+    if (!hold)
+        pthread_mutex_lock(&mu);
     if (fd >= 0) {
         struct stat st;
         uint64_t ino = fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
@@ -430,8 +453,10 @@ static int open_tracked(int dirfd, const char *path, int flags, mode_t mode, int
         } else if ((flags & __O_TMPFILE) == __O_TMPFILE) {
             forget(fd);
             unsupported(fd, norm, "O_TMPFILE");
+        } else if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+            forget(fd); /* a FIFO, socket or device: no content to lose */
         } else {
-            int isdir = fd >= 0 && S_ISDIR(st.st_mode);
+            int isdir = S_ISDIR(st.st_mode);
             remember(fd, norm, ino, isdir ? K_DIR : K_FILE, flags);
             uint16_t f = (uint16_t)((existed ? 0 : F_CREATED) | (isdir ? F_ISDIR : 0) |
                                     ((flags & (O_SYNC | O_DSYNC)) ? F_SYNCWRITES : 0) |
@@ -439,7 +464,7 @@ static int open_tracked(int dirfd, const char *path, int flags, mode_t mode, int
             emit(OP_OPEN, f, fd, 0, ino, norm, NULL, NULL, 0, 0);
         }
     }
-    if (log_fd >= 0 && kind == 1)
+    if (hold && log_fd >= 0)
         flock(log_fd, LOCK_UN);
     pthread_mutex_unlock(&mu);
     errno = saved;
@@ -451,7 +476,8 @@ static int call_openat(int dirfd, const char *path, int flags, mode_t mode) {
 }
 
 static int do_open(int dirfd, const char *path, int flags, mode_t mode) {
-    setup();
+    if (!setup())
+        return r_openat(dirfd, path, flags, mode);
     char norm[PATH_MAX];
     int kind = classify(dirfd, path, norm);
     if (kind)
@@ -549,7 +575,8 @@ static void wrote(int fd, struct ent *e, int64_t at, const struct iovec *iov, in
 }
 
 #define WRITE_BODY(CALL, AT, IOV, CNT)                         \
-    setup();                                                   \
+    if (!setup())                                              \
+        return CALL;                                           \
     pthread_mutex_lock(&mu);                                   \
     struct ent *e = get(fd);                                   \
     if (e == NULL || e->kind == K_DIR || log_fd < 0) {         \
@@ -593,7 +620,9 @@ ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off64_t off) {
 /* pwritev2: offset -1 means the file position; RWF_APPEND appends; RWF_(D)SYNC syncs. */
 static ssize_t pwritev2_common(int fd, const struct iovec *iov, int cnt, int64_t off, int flags,
                                int wide) {
-    setup();
+    if (!setup())
+        return wide ? r_pwritev64v2(fd, iov, cnt, off, flags)
+                    : r_pwritev2(fd, iov, cnt, (off_t)off, flags);
     pthread_mutex_lock(&mu);
     struct ent *e = get(fd);
     ssize_t done = wide ? r_pwritev64v2(fd, iov, cnt, off, flags)
@@ -638,21 +667,22 @@ static int truncated(int fd, int64_t len, int r) {
 }
 
 int ftruncate(int fd, off_t len) {
-    setup();
+    if (!setup())
+        return r_ftruncate(fd, len);
     pthread_mutex_lock(&mu);
     return truncated(fd, (int64_t)len, r_ftruncate(fd, len));
 }
 
 int ftruncate64(int fd, off64_t len) {
-    setup();
+    if (!setup())
+        return r_ftruncate64(fd, len);
     pthread_mutex_lock(&mu);
     return truncated(fd, (int64_t)len, r_ftruncate64(fd, len));
 }
 
 static int path_truncate(const char *path, int64_t len, int wide) {
-    setup();
     char norm[PATH_MAX];
-    if (classify(AT_FDCWD, path, norm) != 1)
+    if (!setup() || classify(AT_FDCWD, path, norm) != 1)
         return wide ? r_truncate64(path, len) : r_truncate(path, (off_t)len);
     pthread_mutex_lock(&mu);
     int r = wide ? r_truncate64(path, len) : r_truncate(path, (off_t)len);
@@ -679,7 +709,8 @@ static void extended(int fd, int mode, int64_t off, int64_t len, int ok) {
 }
 
 int fallocate(int fd, int mode, off_t off, off_t len) {
-    setup();
+    if (!setup())
+        return r_fallocate(fd, mode, off, len);
     pthread_mutex_lock(&mu);
     int r = r_fallocate(fd, mode, off, len);
     int saved = errno;
@@ -690,7 +721,8 @@ int fallocate(int fd, int mode, off_t off, off_t len) {
 }
 
 int fallocate64(int fd, int mode, off64_t off, off64_t len) {
-    setup();
+    if (!setup())
+        return r_fallocate64(fd, mode, off, len);
     pthread_mutex_lock(&mu);
     int r = r_fallocate64(fd, mode, off, len);
     int saved = errno;
@@ -701,7 +733,8 @@ int fallocate64(int fd, int mode, off64_t off, off64_t len) {
 }
 
 int posix_fallocate(int fd, off_t off, off_t len) {
-    setup();
+    if (!setup())
+        return r_posix_fallocate(fd, off, len);
     pthread_mutex_lock(&mu);
     int r = r_posix_fallocate(fd, off, len);
     extended(fd, 0, off, len, r == 0);
@@ -710,7 +743,8 @@ int posix_fallocate(int fd, off_t off, off_t len) {
 }
 
 int posix_fallocate64(int fd, off64_t off, off64_t len) {
-    setup();
+    if (!setup())
+        return r_posix_fallocate64(fd, off, len);
     pthread_mutex_lock(&mu);
     int r = r_posix_fallocate64(fd, off, len);
     extended(fd, 0, off, len, r == 0);
@@ -741,7 +775,8 @@ static void stall(void) {
 }
 
 static int do_sync(int fd, int datasync) {
-    setup();
+    if (!setup())
+        return datasync ? r_fdatasync(fd) : r_fsync(fd);
     int saved_errno = errno;
     pthread_mutex_lock(&mu);
     struct ent *e = get(fd);
@@ -777,7 +812,10 @@ int fsync(int fd) { return do_sync(fd, 0); }
 int fdatasync(int fd) { return do_sync(fd, 1); }
 
 void sync(void) {
-    setup();
+    if (!setup()) {
+        r_sync();
+        return;
+    }
     pthread_mutex_lock(&mu);
     int64_t covers = log_position();
     pthread_mutex_unlock(&mu);
@@ -790,7 +828,8 @@ void sync(void) {
 }
 
 int syncfs(int fd) {
-    setup();
+    if (!setup())
+        return r_syncfs(fd);
     pthread_mutex_lock(&mu);
     int64_t covers = log_position();
     pthread_mutex_unlock(&mu);
@@ -807,7 +846,8 @@ int syncfs(int fd) {
 
 /* -- descriptors --------------------------------------------------------------------------- */
 int close(int fd) {
-    setup();
+    if (!setup())
+        return r_close(fd);
     pthread_mutex_lock(&mu);
     struct ent *e = get(fd);
     if (e != NULL && e->kind != K_MARKER)
@@ -821,7 +861,8 @@ int close(int fd) {
 }
 
 int close_range(unsigned int first, unsigned int last, int flags) {
-    setup();
+    if (!setup())
+        return r_close_range(first, last, flags);
     pthread_mutex_lock(&mu);
     int r = r_close_range(first, last, flags);
     int saved = errno;
@@ -855,26 +896,28 @@ static int duplicated(int old, int fd) {
 }
 
 int dup(int old) {
-    setup();
+    if (!setup())
+        return r_dup(old);
     pthread_mutex_lock(&mu);
     return duplicated(old, r_dup(old));
 }
 
 int dup2(int old, int fd) {
-    setup();
+    if (!setup())
+        return r_dup2(old, fd);
     pthread_mutex_lock(&mu);
     return duplicated(old, r_dup2(old, fd));
 }
 
 int dup3(int old, int fd, int flags) {
-    setup();
+    if (!setup())
+        return r_dup3(old, fd, flags);
     pthread_mutex_lock(&mu);
     return duplicated(old, r_dup3(old, fd, flags));
 }
 
 static int fcntl_common(int fd, int cmd, void *arg, int wide) {
-    setup();
-    if (cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC)
+    if (!setup() || (cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC))
         return wide ? r_fcntl64(fd, cmd, arg) : r_fcntl(fd, cmd, arg);
     pthread_mutex_lock(&mu);
     return duplicated(fd, wide ? r_fcntl64(fd, cmd, arg) : r_fcntl(fd, cmd, arg));
@@ -908,14 +951,14 @@ static void check_map(int prot, int flags, int fd) {
 }
 
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
-    setup();
-    check_map(prot, flags, fd);
+    if (setup())
+        check_map(prot, flags, fd);
     return r_mmap(addr, len, prot, flags, fd, off);
 }
 
 void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off) {
-    setup();
-    check_map(prot, flags, fd);
+    if (setup())
+        check_map(prot, flags, fd);
     return r_mmap64(addr, len, prot, flags, fd, off);
 }
 
@@ -929,29 +972,30 @@ static void check_out(int fd, const char *what) {
 
 ssize_t copy_file_range(int in, off64_t *in_off, int out, off64_t *out_off, size_t len,
                         unsigned int flags) {
-    setup();
-    check_out(out, "copy_file_range into a tracked file");
+    if (setup())
+        check_out(out, "copy_file_range into a tracked file");
     return r_copy_file_range(in, in_off, out, out_off, len, flags);
 }
 
 ssize_t sendfile(int out, int in, off_t *off, size_t count) {
-    setup();
-    check_out(out, "sendfile into a tracked file");
+    if (setup())
+        check_out(out, "sendfile into a tracked file");
     return r_sendfile(out, in, off, count);
 }
 
 ssize_t sendfile64(int out, int in, off64_t *off, size_t count) {
-    setup();
-    check_out(out, "sendfile into a tracked file");
+    if (setup())
+        check_out(out, "sendfile into a tracked file");
     return r_sendfile64(out, in, off, count);
 }
 
 /* -- names --------------------------------------------------------------------------------- */
 static int renamed(int olddirfd, const char *old, int newdirfd, const char *new,
                    unsigned int flags, int how) {
-    setup();
     char a[PATH_MAX], b[PATH_MAX];
-    int in_a = classify(olddirfd, old, a) == 1, in_b = classify(newdirfd, new, b) == 1;
+    int mine = setup();
+    int in_a = mine && classify(olddirfd, old, a) == 1;
+    int in_b = mine && classify(newdirfd, new, b) == 1;
 #define CALL_RENAME (how == 0 ? r_rename(old, new) : how == 1 ? r_renameat(olddirfd, old, newdirfd, new) \
                      : r_renameat2(olddirfd, old, newdirfd, new, flags))
     if (!in_a && !in_b)
@@ -988,9 +1032,8 @@ int renameat2(int od, const char *old, int nd, const char *new, unsigned int fla
 }
 
 static int unlinked(int dirfd, const char *path, int flags, int how) {
-    setup();
     char norm[PATH_MAX];
-    if ((flags & AT_REMOVEDIR) || classify(dirfd, path, norm) != 1)
+    if (!setup() || (flags & AT_REMOVEDIR) || classify(dirfd, path, norm) != 1)
         return how == 0 ? r_unlink(path) : r_unlinkat(dirfd, path, flags);
     pthread_mutex_lock(&mu);
     if (log_fd >= 0)
