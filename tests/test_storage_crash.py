@@ -6,18 +6,13 @@ folder sync, -shm files, and a log the model cannot follow.
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # the fault suite lives at the repository root, not in the package
-    sys.path.insert(0, str(ROOT))
-
-from faultsuite.storage import ShimError  # noqa: E402
-from faultsuite.storage.crash import SECTOR, Disk, Loss, ReplayError  # noqa: E402
-from faultsuite.storage.log import HEADER, MAGIC, Flag, Op, Record, read_log  # noqa: E402
+from faultsuite.storage import ShimError
+from faultsuite.storage.crash import SECTOR, Disk, Loss, ReplayError
+from faultsuite.storage.log import HEADER, MAGIC, Flag, Op, Record, read_log
 
 SEEDS = range(300)
 NO_FLAGS = Flag(0)

@@ -14,12 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # the fault suite lives at the repository root, not in the package
-    sys.path.insert(0, str(ROOT))
-
-from faultsuite.storage import (  # noqa: E402
+from faultsuite.storage import (
     ShimError,
     build_shim,
     marker_path,
@@ -27,8 +24,8 @@ from faultsuite.storage import (  # noqa: E402
     shim_env,
     start,
 )
-from faultsuite.storage.crash import Disk, ReplayError, read_folder, snapshot  # noqa: E402
-from faultsuite.storage.log import Flag, Op, file_names, read_log  # noqa: E402
+from faultsuite.storage.crash import Disk, ReplayError, read_folder, snapshot
+from faultsuite.storage.log import Flag, Op, file_names, read_log
 
 
 def run_child(code: str, folder: Path, **shim: object) -> subprocess.CompletedProcess[str]:
