@@ -16,7 +16,7 @@ from pathlib import Path
 
 from faultsuite.core import SCENARIOS, Context, as_json, passed, run_one, table
 
-MODULES = ("power", "reader", "clock", "attack", "disk", "fuzz", "network", "release")
+MODULES = ("power", "power_loss", "reader", "clock", "attack", "disk", "fuzz", "network", "release")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="CI budget: a few minutes (default)")
     mode.add_argument("--long", dest="mode", action="store_const", const="long",
-                      help="soak: >= 500 power cuts, hundreds of thousands of fuzz inputs")
+                      help="soak: >= 500 power cuts, >= 1,000 power losses, hundreds of "
+                      "thousands of fuzz inputs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only this scenario, or the scenarios whose name starts with "
