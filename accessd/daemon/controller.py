@@ -173,7 +173,7 @@ class DoorController:
                 self.counters.denied += 1
             self.last_decision = {"ts": now, "reader": read.reader,
                                   "result": events[0].result, "reason": events[0].reason,
-                                  "member_name": decision.member_name}
+                                  "plan": events[0].plan, "member_name": decision.member_name}
             self.record(*events)
         if self.feedback:
             (self.feedback.granted if decision.granted else self.feedback.denied)()
