@@ -549,3 +549,26 @@ def test_real_daemon_statuses_render_cleanly_and_carry_no_names(tmp_path: Path,
         "availability_template"], "value_template": DOOR_TEMPLATE}
     check_renders([*configs.items(), (f"homeassistant/binary_sensor/{n}/door/config", door)],
                   statuses)
+
+
+def test_the_payloads_in_the_docs_are_the_ones_sent() -> None:
+    """docs/homeassistant.md shows the discovery payloads: each shown key has its real value."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "homeassistant.md").read_text()
+    blocks = re.findall(r"```yaml\n# (\S+)[^\n]*\n(.*?)```", doc, re.S)
+    assert len(blocks) == 4
+    for options in (Options(site_name="La Cordée Morez", support_url=
+                            "https://help.example.org/doors"),
+                    Options(site_name="La Cordée Morez", allow_release=True)):
+        for topic, payload in discovery_messages(Topics(PREFIX, "morez", "front"), options):
+            shown = {t: body for t, body in blocks}.get(topic)
+            assert shown is not None, topic
+            for key, value in re.findall(r"^(\w+): (.+)$", shown, re.M):
+                if key in ("device", "origin"):
+                    continue
+                want = payload[key]
+                text = json.loads(value) if value.startswith('"') else value
+                if isinstance(want, list):
+                    assert text == f"[{', '.join(want)}]", key
+                else:
+                    assert text == (str(want).lower() if isinstance(want, bool) else str(want)
+                                    ), (topic, key)

@@ -53,8 +53,8 @@ def node_id(site: str, door: str) -> str:
 
     Site and door ids are `[a-z0-9][a-z0-9_-]*` (accessd/config.py), so every run of `_` inside
     an encoded id has even length and the separator is the first odd run: the id is injective,
-    `a-b`/`c` and `a`/`b-c` differ, and it stays within `[a-zA-Z0-9_-]`. Ids without `_` keep
-    the id versions before 0.2 gave them when they had no `-` either.
+    `a-b`/`c` and `a`/`b-c` differ, and it stays within `[a-zA-Z0-9_-]`. Ids with neither `_`
+    nor `-` keep the node id that 0.1.0 gave them.
     """
     return f"accessd_{site.replace('_', '__')}_{door.replace('_', '__')}"
 
@@ -69,7 +69,7 @@ def parse_node_id(node: str) -> tuple[str, str] | None:
 
 
 def legacy_node_id(site: str, door: str) -> str:
-    """The node id of versions before 0.2 (`-` became `_`, hence collisions); cleanup only."""
+    """The node id of 0.1.0 and earlier (`-` became `_`, hence collisions); cleanup only."""
     return f"accessd_{site}_{door}".replace("-", "_")
 
 
