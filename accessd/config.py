@@ -131,6 +131,8 @@ class MqttConfig:
     homeassistant_discovery: bool = False
     homeassistant_prefix: str = "homeassistant"
     homeassistant_allow_release: bool = False
+    homeassistant_show_names: bool = False  # member names in HA's recorder (docs/homeassistant.md)
+    homeassistant_support_url: str = ""  # origin.support_url of the discovery configs
     client_id: str = ""  # default: accessd-<site>-<door>
     outbox_window: int = 100  # events in flight before the central office acknowledges
     ack_timeout_s: float = 15.0  # no acknowledgement for this long: send the window again
@@ -389,6 +391,8 @@ def _parse(data: dict[str, Any], where: str, base: Path) -> Config:
         homeassistant_discovery=m.get("homeassistant_discovery", bool, False),
         homeassistant_prefix=m.get("homeassistant_prefix", str, "homeassistant"),
         homeassistant_allow_release=m.get("homeassistant_allow_release", bool, False),
+        homeassistant_show_names=m.get("homeassistant_show_names", bool, False),
+        homeassistant_support_url=m.get("homeassistant_support_url", str, ""),
         client_id=m.get("client_id", str, ""),
         outbox_window=m.get("outbox_window", int, 100),
         ack_timeout_s=m.positive("ack_timeout_s", 15.0),
@@ -407,6 +411,12 @@ def _parse(data: dict[str, Any], where: str, base: Path) -> Config:
         ch in mqtt.topic_prefix for ch in "+#"
     ):
         raise m.fail("topic_prefix", "one topic level without '/', '+' or '#'")
+    ha = mqtt.homeassistant_prefix
+    if not ha or any(not level or set(level) & set("+#\0") for level in ha.split("/")):
+        raise m.fail("homeassistant_prefix", "topic levels without '+', '#' or empty levels")
+    if mqtt.homeassistant_support_url and not re.match(r"https?://[^\s/]+\S*$",
+                                                       mqtt.homeassistant_support_url):
+        raise m.fail("homeassistant_support_url", "an http:// or https:// URL")
     m.check_unknown()
 
     level = root.get("log_level", str, "INFO").upper()

@@ -72,15 +72,17 @@ def make_tls(folder: Path) -> tuple[Path, Path, Path]:
 
 
 def door_acl(site: str, door: str, prefix: str = PREFIX) -> str:
+    from accessd.uplink.homeassistant import legacy_node_id, node_id
+
     base = f"{prefix}/{site}/{door}"
-    node = f"accessd_{site}_{door}".replace("-", "_")
+    nodes = dict.fromkeys((node_id(site, door), legacy_node_id(site, door)))
     return "\n".join([
         f"user door-{site}-{door}",
         f"topic write {base}/event", f"topic readwrite {base}/status",
         f"topic read {base}/ack", f"topic read {base}/command", f"topic read {base}/ha/release",
         f"topic read {prefix}/{site}/rules/snapshot", f"topic read {prefix}/{site}/rules/delta",
         f"topic write {prefix}/{site}/rules/request",
-        f"topic write homeassistant/+/{node}/#", ""])
+        *(f"topic write homeassistant/+/{n}/#" for n in nodes), ""])
 
 
 class Broker:

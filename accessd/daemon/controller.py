@@ -187,7 +187,8 @@ class DoorController:
         else:
             self.counters.denied += 1
         self.last_decision = {"ts": now, "reader": read.reader, "result": access.result,
-                              "reason": access.reason, "member_name": decision.member_name}
+                              "reason": access.reason, "plan": access.plan,
+                              "member_name": decision.member_name}
         self.record(access, *extra)
         return decision
 

@@ -35,7 +35,7 @@ from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
 from accessd.uplink.apply import CHILD_APPLY_BYTES, apply_in_child
 from accessd.uplink.commands import CommandHandler
-from accessd.uplink.homeassistant import UNLOCK, discovery_messages
+from accessd.uplink.homeassistant import UNLOCK, Discovery, DiscoveryRecord, Options
 from accessd.uplink.outbox import Outbox, event_message
 from accessd.uplink.rulesync import Outcome, RuleApplier
 
@@ -60,8 +60,13 @@ def _state(value: Any) -> Any:
     return value.get("state") if isinstance(value, dict) else value
 
 
-def wire_status(door: dict[str, Any]) -> dict[str, Any]:
-    """The daemon's status dict in the wire form of schemas/status.json (no internals)."""
+def wire_status(door: dict[str, Any], *, names: bool = False) -> dict[str, Any]:
+    """The daemon's status dict in the wire form of schemas/status.json (no internals).
+
+    The member's name goes out only with `names` ([mqtt] homeassistant_show_names): the status
+    is for Home Assistant, whose recorder keeps it beyond the door's retention, and the office
+    has the name in the events already.
+    """
     out: dict[str, Any] = {}
     lock = _state(door.get("lock"))
     if lock in ("locked", "released"):
@@ -81,8 +86,8 @@ def wire_status(door: dict[str, Any]) -> dict[str, Any]:
         out["clock_trusted"] = trusted
     last = door.get("last_decision", door.get("last_access"))
     if isinstance(last, dict):
-        out["last_access"] = {k: last.get(k) for k in ("ts", "reader", "result", "reason",
-                                                      "member_name")}
+        keys = ("ts", "reader", "result", "reason", "plan") + (("member_name",) if names else ())
+        out["last_access"] = {k: last.get(k) for k in keys}
     return out
 
 
@@ -201,6 +206,9 @@ class Uplink:
         if self.keys is None:
             log.warning("no [mqtt] rules_public_key_file: acknowledgements from the office "
                         "cannot be checked, so events stay in the outbox")
+        self.discovery = Discovery(self.topics, Options.from_config(self.config),
+                                   DiscoveryRecord(self.config.storage.dir / "homeassistant.json"),
+                                   enabled=m.homeassistant_discovery)
         self.outbox = Outbox(self.journal, self._send, window=m.outbox_window,
                              ack_timeout_s=m.ack_timeout_s)
         self._refresh()
@@ -222,6 +230,7 @@ class Uplink:
                     if seen != last_seen or now - last_status >= m.status_interval_s:
                         self._publish(self.topics.status, status, retain=True)
                         last_status, last_seen = now, seen
+                self.discovery.poll()
                 self._refresh()
         finally:
             self._shutdown()
@@ -258,12 +267,8 @@ class Uplink:
             self._set(connected=True, last_error=None)
             self.outbox.on_connected()
             self._publish(self.topics.status, self._status(), retain=True)
-            if self.config.mqtt.homeassistant_discovery:
-                for topic, payload in discovery_messages(
-                        self.topics, ha_prefix=self.config.mqtt.homeassistant_prefix,
-                        site_name=self.config.site.name,
-                        allow_release=self.config.mqtt.homeassistant_allow_release):
-                    self._publish(topic, payload, retain=True)
+            self.discovery.on_connected(
+                lambda topic, body: self.client.publish(topic, body, qos=1, retain=True))
             if self.rules.version == 0:
                 self._request_snapshot("no rules yet")
         elif kind == "disconnected":
@@ -448,7 +453,8 @@ class Uplink:
 
     def _status(self) -> dict[str, Any]:
         try:
-            door = wire_status(self.status_provider())
+            door = wire_status(self.status_provider(),
+                               names=self.config.mqtt.homeassistant_show_names)
         except Exception:
             log.exception("the daemon's status provider failed")
             door = {}
