@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from accessd.cards.channel import Channel
 from accessd.cards.keys import Keyring
-from accessd.cards.secure import RECORD_SIZE, CardProfile, encode_record, file_header
+from accessd.cards.secure import (
+    RECORD_SIZE,
+    Approve,
+    CardProfile,
+    encode_record,
+    file_header,
+)
 from accessd.errors import CardError
 
 PICC = b"\x00\x00\x00"
@@ -52,7 +58,8 @@ class DesfireProfile(CardProfile):
     def is_this_chip(self, ch: Channel) -> bool:
         return self._select(ch, PICC)
 
-    def personalise(self, ch: Channel, keys: Keyring, member_ref: str) -> bytes:
+    def personalise(self, ch: Channel, keys: Keyring, member_ref: str,
+                    approve: Approve | None = None) -> bytes:
         if not self._select(ch, PICC):
             raise CardError("this card is not a DESFire EV2/EV3")
         if self.select(ch):
@@ -64,6 +71,12 @@ class DesfireProfile(CardProfile):
         self.select(ch)
         ch.authenticate(self.master_slot, bytes(16))
         uid = ch.full(0x51)
+        if approve is not None:
+            try:
+                approve(uid)
+            except CardError:
+                self.restore(ch)  # leave the card as it came
+                raise
         # file 1: CommMode.Full, read with key 2, write/read-write/change with key 0
         ch.mac(0xCD, bytes([RECORD_FILE, 0x03, 0x00, (self.read_slot << 4) | 0x0])
                + RECORD_SIZE.to_bytes(3, "little"))

@@ -22,6 +22,7 @@ from accessd.cards.channel import Channel
 from accessd.cards.keys import Keyring
 from accessd.cards.secure import (
     RECORD_SIZE,
+    Approve,
     CardProfile,
     Identified,
     encode_record,
@@ -66,10 +67,11 @@ class Ntag424Profile(CardProfile):
         return self.select(ch)
 
     # -- SUN at the door ------------------------------------------------------------------
-    def identify_sun(self, ch: Channel, keys: Keyring) -> Identified | None:
+    def identify_sun(self, ch: Channel, keys: Keyring, *, selected: bool = False
+                     ) -> Identified | None:
         """Read the NDEF file as any phone would and verify its SUN message (3 commands, no
         authentication). None when the card carries no SUN URL (blank, or not accessd's)."""
-        if not self.select(ch):
+        if not selected and not self.select(ch):
             return None
         ch.iso(b"\x00\xa4\x00\x0c\x02" + NDEF_FILE_ID + b"\x00")
         data, _ = ch.iso(b"\x00\xb0\x00\x00\x00")
@@ -96,14 +98,17 @@ class Ntag424Profile(CardProfile):
         return self.failed("the SUN message does not decrypt with any key version")
 
     # -- issuing ----------------------------------------------------------------------------
-    def personalise(self, ch: Channel, keys: Keyring, member_ref: str) -> bytes:
+    def personalise(self, ch: Channel, keys: Keyring, member_ref: str,
+                    approve: Approve | None = None) -> bytes:
         if not self.select(ch):
             raise CardError("this card is not an NTAG 424 DNA")
         refuse_issued(self, ch)
         record = encode_record(member_ref)
-        self._write(ch, FILE_NDEF, self.sun.data, plain=True)  # free write in factory state
         ch.authenticate(self.master_slot, bytes(16))
         uid = ch.full(0x51)
+        if approve is not None:
+            approve(uid)
+        self._write(ch, FILE_NDEF, self.sun.data, plain=True)  # free write in factory state
         ch.full(0x5F, bytes([FILE_RECORD]), bytes([FULL]) + access(READ_SLOT, 0, 0, 0))
         self._write(ch, FILE_RECORD, record, plain=False)
         ch.full(0x5F, bytes([FILE_NDEF]), self._sdm_settings())

@@ -19,6 +19,7 @@ authenticate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from accessd.cards import crypto
@@ -28,6 +29,7 @@ from accessd.decision import Proof
 from accessd.errors import CardAuthenticationError, CardError, CardRemovedError
 
 RECORD_SIZE = 32
+Approve = Callable[[bytes], None]
 _MAGIC = b"AXS\x01"
 _MAX_REF = RECORD_SIZE - len(_MAGIC) - 1
 
@@ -90,8 +92,10 @@ class CardProfile:
             return keys.site_key(version, self.app_id, slot)
         return keys.card_key(version, self.app_id, slot, uid)
 
-    def personalise(self, ch: Channel, keys: Keyring, member_ref: str) -> bytes:
-        """Issue a blank card; returns its real UID."""
+    def personalise(self, ch: Channel, keys: Keyring, member_ref: str,
+                    approve: Approve | None = None) -> bytes:
+        """Issue a blank card; returns its real UID. `approve(uid)` runs as soon as the UID is
+        known, before anything is written for good, and may refuse (CardError)."""
         raise NotImplementedError
 
     def restore(self, ch: Channel) -> None:
@@ -99,9 +103,10 @@ class CardProfile:
         raise NotImplementedError
 
     # -- generic flows --------------------------------------------------------------------
-    def identify(self, ch: Channel, keys: Keyring, seen_uid: bytes) -> Identified | None:
+    def identify(self, ch: Channel, keys: Keyring, seen_uid: bytes, *,
+                 selected: bool = False) -> Identified | None:
         """Authenticate one of accessd's cards; None when it is not one (a UID read then)."""
-        if not self.select(ch):
+        if not selected and not self.select(ch):
             return None
         version = key_version(ch, self.read_slot)
         if version == 0:
@@ -145,12 +150,14 @@ class CardProfile:
                             "keyring: it cannot be changed")
         return found
 
-    def open_master(self, ch: Channel, keys: Keyring, seen_uid: bytes) -> tuple[bytes, dict]:
-        """Select, learn every key's version and the real UID, authenticate the master key."""
+    def open_master(self, ch: Channel, keys: Keyring, seen_uid: bytes,
+                    uid: bytes | None = None) -> tuple[bytes, dict[int, int]]:
+        """Select, learn every key's version and the real UID (unless already proven),
+        authenticate with the application master key."""
         if not self.select(ch):
             raise CardError(f"this {self.label} has no accessd application (not issued)")
         versions = self.versions(ch, keys)
-        uid = self.real_uid(ch, keys, seen_uid, versions[self.uid_slot])
+        uid = uid or self.real_uid(ch, keys, seen_uid, versions[self.uid_slot])
         ch.authenticate(self.master_slot,
                         self.key(keys, versions[self.master_slot], self.master_slot, uid))
         return uid, versions
@@ -168,9 +175,10 @@ class CardProfile:
             new = self.key(keys, target, self.master_slot, uid)
             ch.full(0xC4, bytes([self.master_slot]), new + bytes([target]), mac_optional=True)
 
-    def rekey(self, ch: Channel, keys: Keyring, seen_uid: bytes) -> tuple[bytes, int]:
+    def rekey(self, ch: Channel, keys: Keyring, seen_uid: bytes,
+              uid: bytes | None = None) -> tuple[bytes, int]:
         """Bring every key to the current version; (UID, version)."""
-        uid, versions = self.open_master(ch, keys, seen_uid)
+        uid, versions = self.open_master(ch, keys, seen_uid, uid)
         target = keys.current.version
         self.change_keys(ch, keys, uid, versions, target)
         return uid, target

@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
             c.cmd_status)
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    from accessd.cli import card as card_cli
+
+    card_cli.register(sub)
     try:
         from accessd.central import cli as central_cli
     except ImportError:

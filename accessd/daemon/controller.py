@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from accessd.cards.gate import CardGate
 from accessd.clock import ClockTrust
 from accessd.credentials import CredentialHasher, short
 from accessd.decision import Decision, Reason, decide
@@ -32,6 +33,7 @@ from accessd.events import Event, EventType, JournalEntry, event_to_dict, format
 from accessd.guard import UnknownCardGuard
 from accessd.readers.base import CardRead, ReaderStatus
 from accessd.schedule import Schedule
+from accessd.store.cards import CardStore
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
 
@@ -99,6 +101,7 @@ class DoorController:
         feedback: FeedbackPort | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = utcnow,
+        cards: CardGate | None = None,
     ) -> None:
         self.site, self.door = site, door
         self.rules, self.journal, self.hasher, self.clock = rules, journal, hasher, clock
@@ -118,6 +121,7 @@ class DoorController:
         self.last_trusted: datetime | None = journal.latest_trusted_ts()
         self.last_decision: dict[str, Any] | None = None
         self._schedule_cache: tuple[int, Schedule] | None = None
+        self.cards = cards or CardGate(CardStore(rules.db.conn))
 
     # -- card presentations -------------------------------------------------------------
     def on_card(self, read: CardRead) -> Decision | None:
@@ -134,8 +138,10 @@ class DoorController:
             if trusted:
                 self.last_trusted = now
             locked_out = guard.locked_out(mono)
-            credential = None if locked_out else self.hasher(read.uid)
+            identified = not locked_out and self.cards.identifies(read)
+            credential = self.hasher(read.uid) if identified else None
             record = None if credential is None else self.rules.lookup(credential)
+            card = self.cards.check(read, credential, record)
             decision = decide(
                 record,
                 now=now if trusted else self.last_trusted,
@@ -143,6 +149,7 @@ class DoorController:
                 schedule=self.schedule(),
                 direction=read.direction,
                 locked_out=locked_out,
+                card=card.facts,
             )
             if decision.granted:
                 self.lock_port.release(self.release_s)
@@ -157,9 +164,12 @@ class DoorController:
                 reason=str(decision.reason),
                 credential=short(credential) if credential else None,
                 clock_trusted=trusted,
-                detail={"direction": read.direction, "technology": read.technology},
+                detail={"direction": read.direction, "technology": read.technology,
+                        **card.detail},
             )]
-            if decision.reason is Reason.UNKNOWN_CREDENTIAL and guard.record_unknown(mono):
+            suspicious = decision.reason in (Reason.UNKNOWN_CREDENTIAL,
+                                             Reason.AUTHENTICATION_FAILED)
+            if suspicious and guard.record_unknown(mono):
                 events.append(Event(
                     type=EventType.READER_LOCKOUT, ts=now, reader=read.reader,
                     reason="unknown_card_burst", clock_trusted=trusted,
@@ -175,6 +185,7 @@ class DoorController:
                                   "result": events[0].result, "reason": events[0].reason,
                                   "member_name": decision.member_name}
             self.record(*events)
+            self.cards.settle(card)
         if self.feedback:
             (self.feedback.granted if decision.granted else self.feedback.denied)()
         log.info("access %s: %s (reader %s%s)", "granted" if decision.granted else "denied",
