@@ -24,7 +24,7 @@ from typing import Any
 
 from accessd.admin import Site, enroll, revoke_card
 from accessd.cards.keys import Keyring
-from accessd.cards.reader import Issued, SecureCards
+from accessd.cards.reader import Issued, KeyringSource, SecureCards
 from accessd.config import Config, ReaderConfig
 from accessd.credentials import CredentialHasher, load_or_create_site_secret
 from accessd.decision import Plan, Status
@@ -45,9 +45,13 @@ class CardDone:
     key_version: int
 
 
-def secure_cards(cfg: Config) -> SecureCards:
+def secure_cards(cfg: Config, *, follow: bool = False) -> SecureCards:
+    """The card logic of `cfg`; `follow`: reload the keyring when its file changes (the
+    daemon, so that a rollover needs no restart)."""
     c = cfg.cards
-    return SecureCards(Keyring.load(c.master_key_file, cfg.site.id),
+    ring: Keyring | KeyringSource = (KeyringSource(c.master_key_file, cfg.site.id) if follow
+                                     else Keyring.load(c.master_key_file, cfg.site.id))
+    return SecureCards(ring,
                        ntag424_mode=c.ntag424_mode, sun_url=c.sun_url,
                        desfire_aid=c.desfire_aid, rekey=c.rekey_on_tap)
 

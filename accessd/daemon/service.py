@@ -93,7 +93,7 @@ class Daemon:
         journal = Journal(cfg.storage.journal_db, cfg.site.id, cfg.site.door)
         sec = cfg.security
         self.door_monitor = self.hardware.new_state_machine()
-        self.secure = secure_cards(cfg) if cfg.cards.enabled else None
+        self.secure = secure_cards(cfg, follow=True) if cfg.cards.enabled else None
         self.controller = c = DoorController(
             site=cfg.site.id, door=cfg.site.door, rules=rules, journal=journal,
             hasher=CredentialHasher(key), clock=ClockTrust(cfg.clock.trust, cfg.clock.not_before),

@@ -300,6 +300,11 @@ class NfcReader(ThreadedReader):
             raise job.error
         return job.result
 
+    @property
+    def pending_jobs(self) -> int:
+        """Host jobs waiting for a card (the CLI tells the host to present one)."""
+        return len(self._jobs)
+
     def _next_job(self) -> CardJob | None:
         with self._jobs_lock:
             return self._jobs.popleft() if self._jobs else None

@@ -46,8 +46,12 @@ class Field:
         self.paths: list[str] = []
         self.card_seconds = 0.0
         self.frames = 0
+        self.senses = 0
+        self.once = False  # the card is taken away at the end of its first activation
+        self.presentation = 0  # increases at each put: a new presentation powers up anew
+        self.activated = False  # the card of this presentation has been powered up
         self._leave_after: int | None = None
-        self.left = threading.Event()  # set when a card left the field mid-exchange
+        self.gone = threading.Event()  # set when a card left (after its tap, or mid-exchange)
 
     def install(self, setattr_: Any = setattr) -> None:
         """Make nfcpy open this field (`monkeypatch.setattr` in tests restores it)."""
@@ -62,9 +66,22 @@ class Field:
         return device
 
     def put(self, card: CardModel | None) -> None:
+        """Lay `card` on the reader (None: take it away); it stays until taken away."""
         self._leave_after = None
-        self.left.clear()
+        self.once = False
+        self.activated = False
+        self.presentation += 1
+        self.gone.clear()
         self.card = card
+
+    def tap(self, card: CardModel, timeout: float = 5.0) -> None:
+        """Present `card` for one activation, as a member's tap, and wait until it is gone
+        (the reader has finished with it: decision, re-keying, job)."""
+        self.put(card)
+        self.once = True
+        if not self.gone.wait(timeout):
+            self.card = None
+            raise TimeoutError("the reader did not take the card within the timeout")
 
     def leave_after(self, frames: int) -> None:
         """The card is pulled away after answering `frames` more ISO-DEP I-blocks."""
@@ -77,10 +94,31 @@ class Field:
         if self._leave_after <= 0:
             self.card = None
             self._leave_after = None
-            self.left.set()
+            self.gone.set()
             return False
         self._leave_after -= 1
         return True
+
+
+class UidOnlyCard:
+    """A card that only answers anticollision with a chosen UID: a Flipper or Proxmark
+    emulating a card number, a T5577-style clone of an ISO 14443-A UID."""
+
+    sel_res = 0x00  # not ISO 14443-4: readers take the UID and stop there
+    commands = 0
+
+    def __init__(self, uid: bytes) -> None:
+        self.uid = uid
+
+    @property
+    def anticollision_uid(self) -> bytes:
+        return self.uid
+
+    def power_up(self) -> None:
+        pass
+
+    def apdu(self, apdu: bytes) -> bytes:
+        return b"\x6d\x00"
 
 
 class FieldDevice(nfc.clf.device.Device):
@@ -91,7 +129,7 @@ class FieldDevice(nfc.clf.device.Device):
         self._path = "usb:001:042"
         self._vendor_name, self._device_name, self._chipset_name = "Fake", "Field", "PN533"
         self.closed = False
-        self._powered: CardModel | None = None  # the card the field is powering
+        self._powered: tuple[CardModel, int] | None = None  # the card powered, presentation
         self._command = b""  # a chained command being received
         self._response = b""  # the rest of a chained response
 
@@ -104,24 +142,31 @@ class FieldDevice(nfc.clf.device.Device):
 
     def mute(self) -> None:
         self._check()
+        field = self.field
+        if field.once and field.activated and field.card is not None:
+            field.card = None  # one tap: the member takes the card away
+            field.gone.set()
         self._powered = None  # field off: the card loses power and its state
 
     def sense_tta(self, target: RemoteTarget) -> RemoteTarget | None:
         self._check()
         started = time.thread_time()
+        self.field.senses += 1
         try:
             card = self.field.card
             if card is None:
                 return None
-            if self._powered is not card:
+            if self._powered != (card, self.field.presentation):
                 card.power_up()
-                self._powered = card
+                self._powered = (card, self.field.presentation)
                 self._command = self._response = b""
+            self.field.activated = True
             uid = card.anticollision_uid
             if target.sel_req and bytes(target.sel_req) != uid:
                 return None
+            sel_res = getattr(card, "sel_res", 0x20)  # 0x20: ISO 14443-4
             return RemoteTarget("106A", sens_res=bytearray(b"\x44\x03"),
-                                sel_res=bytearray(b"\x20"), sdd_res=bytearray(uid))
+                                sel_res=bytearray([sel_res]), sdd_res=bytearray(uid))
         finally:
             self.field.card_seconds += time.thread_time() - started
 
@@ -140,7 +185,7 @@ class FieldDevice(nfc.clf.device.Device):
         started = time.thread_time()
         try:
             card = self.field.card
-            if card is None or card is not self._powered:
+            if card is None or self._powered != (card, self.field.presentation):
                 raise nfc.clf.TimeoutError("no answer")
             return bytearray(self._frame(card, bytes(data)))
         finally:
