@@ -79,6 +79,8 @@ class Keyring:
         try:
             check_permissions(path)
             text = path.read_text(encoding="utf-8")
+        except SecretPermissionError:
+            raise
         except FileNotFoundError:
             raise ConfigError(f"{CONFIG_KEY}: {path}: not found; create it with "
                               "'accessd card keygen'") from None

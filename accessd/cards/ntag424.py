@@ -111,11 +111,11 @@ class Ntag424Profile(CardProfile):
         self._write(ch, FILE_NDEF, self.sun.data, plain=True)  # free write in factory state
         ch.full(0x5F, bytes([FILE_RECORD]), bytes([FULL]) + access(READ_SLOT, 0, 0, 0))
         self._write(ch, FILE_RECORD, record, plain=False)
-        ch.full(0x5F, bytes([FILE_NDEF]), self._sdm_settings())
+        ch.full(0x5F, bytes([FILE_NDEF]), self.sdm_settings())
         self.change_keys(ch, keys, uid, dict.fromkeys(self.slots, 0), keys.current.version)
         return uid
 
-    def _sdm_settings(self) -> bytes:
+    def sdm_settings(self) -> bytes:
         """File 2: plain, read free, write by key 0; SDM with UID and counter mirrored
         (encrypted under key 1), SUN MAC under key 2 over nothing but the mirrors."""
         t = self.sun
@@ -125,9 +125,12 @@ class Ntag424Profile(CardProfile):
                 + t.mac_offset.to_bytes(3, "little"))
 
     def restore(self, ch: Channel) -> None:
-        """Factory file settings and contents (the master key session is open)."""
+        """Factory file settings and contents (the master key session is open). File 3 is
+        made writable by key 0 first: a card pulled away while being issued may still have
+        its factory rights (write with key 3)."""
         ch.full(0x5F, bytes([FILE_NDEF]), bytes([PLAIN]) + access(FREE, FREE, FREE, 0))
         self._write(ch, FILE_NDEF, bytes(256), plain=True)
+        ch.full(0x5F, bytes([FILE_RECORD]), bytes([FULL]) + access(READ_SLOT, 0, 0, 0))
         self._write(ch, FILE_RECORD, bytes(128), plain=False)
         ch.full(0x5F, bytes([FILE_RECORD]), bytes([FULL]) + access(2, 3, 3, 0))
 
