@@ -15,13 +15,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 DISTRIBUTIONS = ("floor_ms", "tap_to_release_ms", "decision_us", "event_to_central_ms",
-                 "decision_during_sync_ms", "unknown_flood_decision_ms")
+                 "decision_during_sync_ms", "unknown_flood_decision_ms", "secure_tap_cpu_ms")
 VALUES = ("snapshot_apply_s", "outbox_drain_events_per_s", "central_ingest_events_per_s",
           "central_ingest_pg_events_per_s", "rss_mib", "startup_s")
 #: measured on any machine that runs the test suite; the others need Mosquitto / PostgreSQL
 #: and report null (with a note on stderr) where those are missing
 ALWAYS = ("floor_ms", "tap_to_release_ms", "decision_us", "rss_mib", "startup_s",
-          "unknown_flood_decision_ms")
+          "unknown_flood_decision_ms", "secure_tap_cpu_ms")
 
 
 def _number(x: object) -> bool:

@@ -18,6 +18,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import nfc.clf
@@ -52,6 +53,7 @@ class Field:
         self.activated = False  # the card of this presentation has been powered up
         self._leave_after: int | None = None
         self.gone = threading.Event()  # set when a card left (after its tap, or mid-exchange)
+        self.on_sense: Callable[[], None] | None = None  # benchmarks: a card was just sensed
 
     def install(self, setattr_: Any = setattr) -> None:
         """Make nfcpy open this field (`monkeypatch.setattr` in tests restores it)."""
@@ -153,22 +155,28 @@ class FieldDevice(nfc.clf.device.Device):
         started = time.thread_time()
         self.field.senses += 1
         try:
-            card = self.field.card
-            if card is None:
-                return None
-            if self._powered != (card, self.field.presentation):
-                card.power_up()
-                self._powered = (card, self.field.presentation)
-                self._command = self._response = b""
-            self.field.activated = True
-            uid = card.anticollision_uid
-            if target.sel_req and bytes(target.sel_req) != uid:
-                return None
-            sel_res = getattr(card, "sel_res", 0x20)  # 0x20: ISO 14443-4
-            return RemoteTarget("106A", sens_res=bytearray(b"\x44\x03"),
-                                sel_res=bytearray([sel_res]), sdd_res=bytearray(uid))
+            found = self._anticollision(target)
         finally:
             self.field.card_seconds += time.thread_time() - started
+        if found is not None and self.field.on_sense is not None:
+            self.field.on_sense()
+        return found
+
+    def _anticollision(self, target: RemoteTarget) -> RemoteTarget | None:
+        card = self.field.card
+        if card is None:
+            return None
+        if self._powered != (card, self.field.presentation):
+            card.power_up()
+            self._powered = (card, self.field.presentation)
+            self._command = self._response = b""
+        self.field.activated = True
+        uid = card.anticollision_uid
+        if target.sel_req and bytes(target.sel_req) != uid:
+            return None
+        sel_res = getattr(card, "sel_res", 0x20)  # 0x20: ISO 14443-4
+        return RemoteTarget("106A", sens_res=bytearray(b"\x44\x03"),
+                            sel_res=bytearray([sel_res]), sdd_res=bytearray(uid))
 
     def sense_ttb(self, target: RemoteTarget) -> RemoteTarget | None:
         raise nfc.clf.UnsupportedTargetError("no type B here")
