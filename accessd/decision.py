@@ -1,4 +1,5 @@
-"""The access decision: a pure function of credential, rules, time, clock trust and lockout.
+"""The access decision: a pure function of credential, rules, time, clock trust, lockout and
+what the card proved.
 
 No I/O happens here, so every rule can be tested exhaustively and the door answers in
 microseconds. The reasons are a closed, documented list (docs/decision.md); a decision carries

@@ -69,13 +69,17 @@ class Ntag424Profile(CardProfile):
     # -- SUN at the door ------------------------------------------------------------------
     def identify_sun(self, ch: Channel, keys: Keyring, *, selected: bool = False
                      ) -> Identified | None:
-        """Read the NDEF file as any phone would and verify its SUN message (3 commands, no
+        """Read the NDEF file as any phone would and verify its SUN message (4 commands, no
         authentication). None when the card carries no SUN URL (blank, or not accessd's)."""
         if not selected and not self.select(ch):
             return None
         ch.iso(b"\x00\xa4\x00\x0c\x02" + NDEF_FILE_ID + b"\x00")
-        data, _ = ch.iso(b"\x00\xb0\x00\x00\x00")
-        url = sun.uri_from_ndef(data)
+        head, _ = ch.iso(b"\x00\xb0\x00\x00\x02")  # NLEN: read the message, not 256 bytes
+        nlen = int.from_bytes(head[:2], "big") if len(head) >= 2 else 0
+        if not 5 <= nlen <= 254:
+            return None
+        body, _ = ch.iso(b"\x00\xb0\x00\x02" + bytes([nlen]))
+        url = sun.uri_from_ndef(head[:2] + body)
         if url is None:
             return None
         try:
