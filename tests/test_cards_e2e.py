@@ -340,3 +340,24 @@ def _keys(card: Any) -> list[Any]:
         return card.app.keys
     (app,) = card.apps.values()
     return app.keys
+
+
+def test_enroll_present_refuses_a_card_that_failed_authentication(
+        door: Door, field: Field, capsys: pytest.CaptureFixture[str]) -> None:
+    forged = Ntag424()
+    for key in forged.app.keys:
+        key.version = 1
+    result: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("rc", door.cli(
+        "enroll", "--name", "Eve", "--plan", "subscriber", "--present", "--timeout", "20")))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not door.controller.capturing:
+        assert time.monotonic() < deadline, "the capture did not reach the door"
+        time.sleep(0.005)
+    field.tap(forged)
+    thread.join(30)
+    assert result["rc"] == 1 and "failed authentication" in capsys.readouterr().err
+    rules = RuleCache(door.cfg.storage.rules_db, readonly=True)
+    assert rules.members() == []
+    rules.close()

@@ -218,3 +218,27 @@ def test_record_format() -> None:
         encode_record("x" * 40)
     with pytest.raises(CardError):
         decode_record(bytes(32))
+
+
+class DfOnly:
+    """Answers the NTAG's DF name (as any ISO 7816 app could), then nothing it knows."""
+
+    uid = anticollision_uid = bytes.fromhex("04112233445566")
+    commands = 0
+
+    def power_up(self) -> None:
+        pass
+
+    def apdu(self, apdu: bytes) -> bytes:
+        return b"\x90\x00" if apdu[:2] == b"\x00\xa4" else b"\x91\x1c"
+
+
+def test_odd_cards_never_crash_the_reader() -> None:
+    secure = SecureCards(ring(1))
+    assert secure.present(DirectTransport(DfOnly()), DfOnly.uid) is None  # read by its UID
+    sun = SecureCards(ring(1), ntag424_mode="sun")
+    assert sun.present(DirectTransport(DfOnly()), DfOnly.uid) is None
+    card = issued(Desfire, secure.desfire, ring(1))
+    card.apdu = lambda apdu: b"\x91\x00" if apdu[1] == 0x5A else b"\x91\x1c"  # type: ignore
+    _, proof = secure.present(DirectTransport(card), card.uid)  # type: ignore[misc]
+    assert proof.proof is Proof.FAILED  # it has accessd's application: it claims to be ours

@@ -120,6 +120,7 @@ class Channel:
         """An ISO 7816-4 command (select, read binary); CardError unless its status is in
         `accept`. It ends any authenticated session on the card (ISO commands do)."""
         data, status = self.exchange(apdu)
+        self.session = None
         if status not in accept:
             raise CardError(f"command {apdu[1]:02X} refused: {describe(status)}", status)
         return data, status

@@ -36,6 +36,7 @@ AES_KEYS = 0x80 | 3
 
 class DesfireProfile(CardProfile):
     kind = "desfire"
+    claims_on_select = True  # accessd's own application id
     slots = (0, 1, 2)
     site_slots = frozenset({1})
     master_slot, uid_slot, read_slot = 0, 1, 2

@@ -30,7 +30,7 @@ from accessd.cards.secure import (
     refuse_issued,
 )
 from accessd.decision import Proof
-from accessd.errors import CardError, SunMessageError
+from accessd.errors import CardError, CardRemovedError, SunMessageError
 
 DF_NAME = bytes.fromhex("D2760000850101")
 NDEF_FILE_ID = b"\xe1\x04"
@@ -73,12 +73,17 @@ class Ntag424Profile(CardProfile):
         authentication). None when the card carries no SUN URL (blank, or not accessd's)."""
         if not selected and not self.select(ch):
             return None
-        ch.iso(b"\x00\xa4\x00\x0c\x02" + NDEF_FILE_ID + b"\x00")
-        head, _ = ch.iso(b"\x00\xb0\x00\x00\x02")  # NLEN: read the message, not 256 bytes
-        nlen = int.from_bytes(head[:2], "big") if len(head) >= 2 else 0
-        if not 5 <= nlen <= 254:
+        try:
+            ch.iso(b"\x00\xa4\x00\x0c\x02" + NDEF_FILE_ID + b"\x00")
+            head, _ = ch.iso(b"\x00\xb0\x00\x00\x02")  # NLEN: the message, not 256 bytes
+            nlen = int.from_bytes(head[:2], "big") if len(head) >= 2 else 0
+            if not 5 <= nlen <= 254:
+                return None
+            body, _ = ch.iso(b"\x00\xb0\x00\x02" + bytes([nlen]))
+        except CardRemovedError:
+            raise
+        except CardError:  # no readable NDEF file: not a card accessd issued
             return None
-        body, _ = ch.iso(b"\x00\xb0\x00\x02" + bytes([nlen]))
         url = sun.uri_from_ndef(head[:2] + body)
         if url is None:
             return None

@@ -110,6 +110,9 @@ class SecureCards:
                 found = self.desfire.identify(ch, keys, seen_uid)
         except CardRemovedError:
             return seen_uid, CardProof(Proof.INCOMPLETE, kind, why="the card left the field")
+        except CardError as exc:  # identify turns the card's refusals into outcomes; not this
+            log.info("a %s card answered in a way accessd does not expect: %s", kind, exc)
+            return seen_uid, CardProof(Proof.FAILED, kind, why=str(exc))
         if found is None:
             return None
         return self._proof(found, seen_uid, keys)

@@ -73,6 +73,7 @@ class CardProfile:
     """Where one chip type keeps accessd's keys and record (subclasses fill the details)."""
 
     kind = ""
+    claims_on_select = False  # does selecting the application alone make it accessd's card?
     app_id = b""  # diversification input: the application's identity
     slots: tuple[int, ...] = ()
     site_slots: frozenset[int] = frozenset()  # keys every card shares (not per UID)
@@ -108,7 +109,12 @@ class CardProfile:
         """Authenticate one of accessd's cards; None when it is not one (a UID read then)."""
         if not selected and not self.select(ch):
             return None
-        version = key_version(ch, self.read_slot)
+        try:
+            version = key_version(ch, self.read_slot)
+        except CardRemovedError:
+            raise
+        except CardError as exc:  # an odd card that answered the selection
+            return self.failed(str(exc)) if self.claims_on_select else None
         if version == 0:
             return None  # factory keys: a blank card, not issued by accessd
         master = keys.get(version)

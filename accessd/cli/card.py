@@ -117,10 +117,14 @@ def cmd_issue(args: argparse.Namespace) -> int:
     _announce(args, "issue")
     done = host.run(cfg, "issue", device=args.device, reader=args.reader,
                     timeout=args.timeout, member_ref=member_id)
-    with Site.open(cfg) as site:
-        member = host.enroll_issued(site, done, member_id=member_id, name=name, plan=plan,
-                                    valid_from=valid_from, valid_until=valid_until,
-                                    operator=args.operator)
+    try:
+        with Site.open(cfg) as site:
+            member = host.enroll_issued(site, done, member_id=member_id, name=name, plan=plan,
+                                        valid_from=valid_from, valid_until=valid_until,
+                                        operator=args.operator)
+    except AccessdError as exc:
+        raise AccessdError(f"{exc}; the card was personalised but not enrolled: run 'accessd "
+                           "card wipe' on it, then issue it again") from None
     card = {"card": done.card, "key_version": done.key_version,
             "credential": done.credential_hash[:12]}
     if args.json:

@@ -365,3 +365,8 @@ class DoorController:
     @property
     def pending_events(self) -> int:
         return len(self._pending)
+
+    @property
+    def capturing(self) -> bool:
+        """Whether an `accessd enroll --present` is waiting for the next card."""
+        return bool(self._captures)

@@ -32,7 +32,7 @@ from accessd.credentials import (
 from accessd.daemon.control import ControlServer
 from accessd.daemon.controller import DoorController
 from accessd.daemon.notify import sd_notify, watchdog_interval
-from accessd.decision import Plan
+from accessd.decision import Plan, Proof
 from accessd.errors import AccessdError
 from accessd.events import Event, EventType, event_from_dict, format_ts
 from accessd.guard import UnknownCardGuard
@@ -208,6 +208,10 @@ class Daemon:
         read = self.controller.capture_next(req.get("reader"), timeout)
         if read is None:
             return {"credential_hash": None}
+        if read.proof is not None and read.proof.proof is not Proof.AUTHENTICATED:
+            raise ValueError(f"the card failed authentication ({read.proof.why or read.proof.proof}"
+                             "): not enrolled; an accessd card is enrolled by 'accessd card "
+                             "issue'")
         return {"credential_hash": self.controller.hasher(read.uid),
                 "technology": read.technology, "reader": read.reader}
 

@@ -11,7 +11,6 @@ of passing against a model that only pretends.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -250,5 +249,3 @@ def parse_apdu(apdu: bytes) -> tuple[int, int, int, int, bytes] | None:
 def status(sw2: int, data: bytes = b"") -> bytes:
     return data + bytes([0x91, sw2])
 
-
-default_random: Callable[[int], bytes] = os.urandom
