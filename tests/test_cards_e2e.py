@@ -317,19 +317,14 @@ class Recorder:
         return Replay(self.card.uid, dict(self.answers))
 
 
-class Replay:
+class Replay(UidOnlyCard):
+    """An ISO 14443-4 emulator answering each command with what the card once answered."""
+
     sel_res = 0x20
-    commands = 0
 
     def __init__(self, uid: bytes, answers: dict[bytes, bytes]) -> None:
-        self.uid, self.answers = uid, answers
-
-    @property
-    def anticollision_uid(self) -> bytes:
-        return self.uid
-
-    def power_up(self) -> None:
-        pass
+        super().__init__(uid)
+        self.answers = answers
 
     def apdu(self, apdu: bytes) -> bytes:
         return self.answers.get(apdu, b"\x6d\x00")

@@ -31,32 +31,29 @@ def _check_key(key: bytes) -> None:
         raise ValueError(f"an AES-128 key is 16 bytes, got {len(key)}")
 
 
-def ecb_encrypt(key: bytes, data: bytes) -> bytes:
+def _aes(key: bytes, mode: modes.Mode, data: bytes, encrypt: bool) -> bytes:
     _check_key(key)
-    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    return enc.update(data) + enc.finalize()
+    if len(data) % BLOCK:
+        raise ValueError("AES data must be a whole number of blocks")
+    cipher = Cipher(algorithms.AES(key), mode)
+    op = cipher.encryptor() if encrypt else cipher.decryptor()
+    return op.update(data) + op.finalize()
+
+
+def ecb_encrypt(key: bytes, data: bytes) -> bytes:
+    return _aes(key, modes.ECB(), data, True)
 
 
 def ecb_decrypt(key: bytes, data: bytes) -> bytes:
-    _check_key(key)
-    dec = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
-    return dec.update(data) + dec.finalize()
+    return _aes(key, modes.ECB(), data, False)
 
 
 def cbc_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
-    _check_key(key)
-    if len(data) % BLOCK:
-        raise ValueError("CBC data must be a whole number of blocks")
-    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    return enc.update(data) + enc.finalize()
+    return _aes(key, modes.CBC(iv), data, True)
 
 
 def cbc_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
-    _check_key(key)
-    if len(data) % BLOCK:
-        raise ValueError("CBC data must be a whole number of blocks")
-    dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-    return dec.update(data) + dec.finalize()
+    return _aes(key, modes.CBC(iv), data, False)
 
 
 def cmac(key: bytes, data: bytes) -> bytes:

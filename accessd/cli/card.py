@@ -135,13 +135,21 @@ def cmd_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_next_card(args: argparse.Namespace, action: str) -> tuple[Any, Any]:
+    """(configuration, the job's answer) of `action` on the next card presented."""
+    from accessd.cards import host
+
+    cfg = _config(args)
+    _announce(args, {"rekey": "re-key"}.get(action, action))
+    return cfg, host.run(cfg, action, device=args.device, reader=args.reader,
+                         timeout=args.timeout)
+
+
 def cmd_rekey(args: argparse.Namespace) -> int:
     from accessd.admin import Site
     from accessd.cards import host
 
-    cfg = _config(args)
-    _announce(args, "re-key")
-    done = host.run(cfg, "rekey", device=args.device, reader=args.reader, timeout=args.timeout)
+    cfg, done = _on_next_card(args, "rekey")
     with Site.open(cfg) as site:
         host.record_rekeyed(site, done)
     result = {"card": done.card, "key_version": done.key_version,
@@ -158,9 +166,7 @@ def cmd_wipe(args: argparse.Namespace) -> int:
     from accessd.admin import Site
     from accessd.cards import host
 
-    cfg = _config(args)
-    _announce(args, "wipe")
-    done = host.run(cfg, "wipe", device=args.device, reader=args.reader, timeout=args.timeout)
+    cfg, done = _on_next_card(args, "wipe")
     with Site.open(cfg) as site:
         member = host.revoke_wiped(site, done, args.operator)
     result = {"card": done.card, "credential": done.credential_hash[:12],

@@ -189,31 +189,31 @@ class Application:
             raise CardStatus(FILE_NOT_FOUND)
         return f
 
-    def read_data(self, ins: int, body: bytes,
-                  content: Callable[[int, DataFile], bytes] | None = None) -> tuple[bytes, int]:
+    def _data_command(self, ins: int, body: bytes, write: bool
+                      ) -> tuple[DataFile, int, int, int, bytes]:
+        """(file, CommMode, offset, length, plain data) of ReadData/WriteData, after the
+        access check: the read (or write) key, else the read-write key, else refused."""
         f = self.file(body[0]) if body else self.file(0xFF)
-        condition = f.read if f.read != NEVER and self._may(f.read) else f.read_write
+        primary = f.write if write else f.read
+        condition = primary if primary != NEVER and self._may(primary) else f.read_write
         self.need_key(condition)
         mode = self.mode_for(f, condition)
-        header, _ = self.unwrap(ins, body, 7, mode)
+        header, data = self.unwrap(ins, body, 7, mode)
         if len(header) != 7:
             raise CardStatus(LENGTH)
-        offset, length = u24(header[1:4]), u24(header[4:7])
-        data = content(header[0], f) if content else bytes(f.data)
+        return f, mode, u24(header[1:4]), u24(header[4:7]), data
+
+    def read_data(self, ins: int, body: bytes,
+                  content: Callable[[int, DataFile], bytes] | None = None) -> tuple[bytes, int]:
+        f, mode, offset, length, _ = self._data_command(ins, body, write=False)
+        data = content(body[0], f) if content else bytes(f.data)
         length = length or len(data) - offset
         if offset + length > len(data) or length <= 0:
             raise CardStatus(BOUNDARY)
         return self.wrap(data[offset:offset + length], mode), OK
 
     def write_data(self, ins: int, body: bytes) -> tuple[bytes, int]:
-        f = self.file(body[0]) if body else self.file(0xFF)
-        condition = f.write if f.write != NEVER and self._may(f.write) else f.read_write
-        self.need_key(condition)
-        mode = self.mode_for(f, condition)
-        header, data = self.unwrap(ins, body, 7, mode)
-        if len(header) != 7:
-            raise CardStatus(LENGTH)
-        offset, length = u24(header[1:4]), u24(header[4:7])
+        f, mode, offset, length, data = self._data_command(ins, body, write=True)
         if len(data) != length:
             raise CardStatus(LENGTH)
         if offset + length > f.size:
