@@ -7,6 +7,7 @@ invalid file raises `ConfigError` naming the file and the dotted key, so that th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -20,6 +21,7 @@ from accessd.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/accessd/accessd.toml")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+PLANS = ("subscriber", "occasional")
 MIN_RELEASE_S = 3.0  # IEC 60839-11-1
 
 
@@ -141,6 +143,26 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class CardsConfig:
+    """Authenticated cards (NTAG 424 DNA, DESFire EV2/EV3) on the NFC readers."""
+
+    enabled: bool = False
+    master_key_file: Path = Path("/var/lib/accessd/cards.keys")
+    require_authenticated: bool = False  # every plan: UID-only cards refused
+    require_authenticated_plans: tuple[str, ...] = ()  # or some plans only (migration)
+    ntag424_mode: str = "authenticate"  # or "sun"
+    sun_url: str = "https://accessd.invalid/c"
+    desfire_aid: str = "F5A0CD"
+    rekey_on_tap: bool = True
+
+    @property
+    def required_plans(self) -> frozenset[str]:
+        if self.require_authenticated:
+            return frozenset(PLANS)
+        return frozenset(self.require_authenticated_plans)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     site: SiteConfig
@@ -155,6 +177,7 @@ class Config:
     mqtt: MqttConfig
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
+    cards: CardsConfig = field(default_factory=CardsConfig)
 
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -419,13 +442,43 @@ def _parse(data: dict[str, Any], where: str, base: Path) -> Config:
         raise m.fail("homeassistant_support_url", "an http:// or https:// URL")
     m.check_unknown()
 
+    cards = _cards(_table(root, "cards"), storage.dir, base)
+
     level = root.get("log_level", str, "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise root.fail("log_level", f"must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
     root.check_unknown()
 
     return Config(None, site, schedule, tuple(readers), lock, pins, door_cfg, security, clock,
-                  storage, mqtt, level)
+                  storage, mqtt, level, cards=cards)
+
+
+def _cards(c: _Section, storage_dir: Path, base: Path) -> CardsConfig:
+    plans = c.get("require_authenticated_plans", list, [])
+    for plan in plans:
+        if plan not in PLANS:
+            raise c.fail("require_authenticated_plans",
+                         f"unknown plan {plan!r}; use {', '.join(PLANS)}")
+    aid = c.get("desfire_aid", str, "F5A0CD")
+    if not re.fullmatch(r"[0-9A-Fa-f]{6}", aid) or aid == "000000":
+        raise c.fail("desfire_aid", f"6 hex digits, not 000000 (got {aid!r})")
+    sun_url = c.get("sun_url", str, "https://accessd.invalid/c")
+    if not re.fullmatch(r"https?://[!-~]{1,150}", sun_url) or "#" in sun_url:
+        raise c.fail("sun_url", "an http(s) URL of printable ASCII, at most 150 characters, "
+                                "without a fragment")
+    cards = CardsConfig(
+        enabled=c.get("enabled", bool, False),
+        master_key_file=(c.path("master_key_file", None, base)
+                         or storage_dir / "cards.keys"),
+        require_authenticated=c.get("require_authenticated", bool, False),
+        require_authenticated_plans=tuple(plans),
+        ntag424_mode=c.choice("ntag424_mode", ("authenticate", "sun"), "authenticate"),
+        sun_url=sun_url,
+        desfire_aid=aid.upper(),
+        rekey_on_tap=c.get("rekey_on_tap", bool, True),
+    )
+    c.check_unknown()
+    return cards
 
 
 def parse_config(text: str, where: str = "<string>", base: Path | None = None) -> Config:
@@ -455,5 +508,4 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read: {exc}") from None
     cfg = parse_config(text, str(p), p.resolve().parent)
-    return Config(p, cfg.site, cfg.schedule, cfg.readers, cfg.lock, cfg.pins, cfg.door,
-                  cfg.security, cfg.clock, cfg.storage, cfg.mqtt, cfg.log_level)
+    return dataclasses.replace(cfg, path=p)

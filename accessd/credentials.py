@@ -60,6 +60,10 @@ def check_secrets(cfg: Config) -> None:
     for key, path in secret_files(cfg):
         if path.exists():
             check_secret_permissions(path, f"{cfg.path or '<config>'}: {key}: ")
+    if cfg.cards.enabled:  # the card master key must be there, 0600 and well formed
+        from accessd.cards.keys import Keyring
+
+        Keyring.load(cfg.cards.master_key_file, cfg.site.id)
 
 
 def secret_files(cfg: Config) -> list[tuple[str, Path]]:
@@ -69,6 +73,7 @@ def secret_files(cfg: Config) -> list[tuple[str, Path]]:
         ("site.door_key_file", cfg.site.door_key_file),
         ("mqtt.password_file", cfg.mqtt.password_file),
         ("mqtt.key_file", cfg.mqtt.key_file),
+        ("cards.master_key_file", cfg.cards.master_key_file if cfg.cards.enabled else None),
     ]
     return [(k, p) for k, p in found if p is not None]
 

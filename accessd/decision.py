@@ -1,4 +1,5 @@
-"""The access decision: a pure function of credential, rules, time, clock trust and lockout.
+"""The access decision: a pure function of credential, rules, time, clock trust, lockout and
+what the card proved.
 
 No I/O happens here, so every rule can be tested exhaustively and the door answers in
 microseconds. The reasons are a closed, documented list (docs/decision.md); a decision carries
@@ -43,9 +44,49 @@ class Reason(StrEnum):
     READER_LOCKED_OUT = "reader_locked_out"
     INVALID_RECORD = "invalid_record"  # the card's stored row holds a value that means nothing
     INTERNAL_ERROR = "internal_error"  # deciding failed unexpectedly: refused, journalled, alarm
+    # denied: what the card proved (authenticated cards, docs/cards.md)
+    AUTHENTICATION_FAILED = "authentication_failed"
+    AUTHENTICATION_INCOMPLETE = "authentication_incomplete"
+    KEY_VERSION_RETIRED = "key_version_retired"
+    REPLAYED = "replayed"
+    CARD_MISMATCH = "card_mismatch"
+    NOT_AUTHENTICATED = "not_authenticated"
 
 
 GRANT_REASONS = frozenset({Reason.SUBSCRIBER, Reason.OPENING_HOURS, Reason.EXIT})
+
+
+class Proof(StrEnum):
+    """What the presented card proved, as the reader and the card store established it."""
+
+    UID_ONLY = "uid_only"  # a number: EM4100, or an NFC card read by its UID
+    AUTHENTICATED = "authenticated"  # AES mutual authentication, or a verified SUN message
+    FAILED = "failed"  # claimed to be an accessd card and failed the cryptography
+    INCOMPLETE = "incomplete"  # left the field before the authentication finished
+    KEY_RETIRED = "key_retired"  # holds keys of a master key version the site retired
+    REPLAYED = "replayed"  # a SUN message whose read counter is not above the last one seen
+    MISMATCH = "mismatch"  # authenticated, but written for another member than the cache's
+
+
+_PROOF_DENIALS = {
+    Proof.FAILED: Reason.AUTHENTICATION_FAILED,
+    Proof.INCOMPLETE: Reason.AUTHENTICATION_INCOMPLETE,
+    Proof.KEY_RETIRED: Reason.KEY_VERSION_RETIRED,
+    Proof.REPLAYED: Reason.REPLAYED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CardCheck:
+    """The card's side of a presentation: its proof, whether it was enrolled as an
+    authenticated card, and the plans the site requires authenticated cards for."""
+
+    proof: Proof = Proof.UID_ONLY
+    enrolled_authenticated: bool = False
+    required_for: frozenset[Plan] = frozenset()
+
+
+UID_ONLY = CardCheck()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +123,7 @@ def decide(
     schedule: Schedule,
     direction: str = "entry",
     locked_out: bool = False,
+    card: CardCheck = UID_ONLY,
 ) -> Decision:
     """Decide whether the holder of a credential may pass now.
 
@@ -89,14 +131,29 @@ def decide(
     have passed (from the journal) or None. Only what can be proven from it is used: an
     untrusted clock still admits subscribers whose validity is not known to have ended, and
     refuses everything that depends on the hour.
+
+    `card` says what the card proved. A failed, unfinished, retired or replayed proof is a
+    denial of its own, whoever the card claims to be; a card enrolled as authenticated, or a
+    member whose plan requires one, is refused when it proved only its UID (a clone).
     """
     if locked_out:
         return Decision(False, Reason.READER_LOCKED_OUT)
+    proof_denial = _PROOF_DENIALS.get(card.proof)
+    if proof_denial is not None:
+        if record is None:
+            return Decision(False, proof_denial)
+        return Decision(False, proof_denial, record.member_id, record.member_name, record.plan)
     if record is None:
         return Decision(False, Reason.UNKNOWN_CREDENTIAL)
 
     def deny(reason: Reason) -> Decision:
         return Decision(False, reason, record.member_id, record.member_name, record.plan)
+
+    if card.proof is Proof.MISMATCH:
+        return deny(Reason.CARD_MISMATCH)
+    if card.proof is not Proof.AUTHENTICATED and (
+            card.enrolled_authenticated or record.plan in card.required_for):
+        return deny(Reason.NOT_AUTHENTICATED)
 
     if direction == "exit":  # nobody is kept inside: any known card opens from within
         return Decision(True, Reason.EXIT, record.member_id, record.member_name, record.plan)

@@ -78,3 +78,31 @@ class ControlError(AccessdError, ConnectionError):
 
 class ProtocolError(AccessdError, ValueError):
     """A network message is malformed, too large, unsigned, badly signed, stale or replayed."""
+
+
+class CardError(AccessdError):
+    """A contactless card refused a command or answered something unexpected."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the card's status word (e.g. 0x91AE), when it sent one
+
+
+class CardAuthenticationError(CardError):
+    """A card failed AES authentication or sent a MAC that does not verify."""
+
+
+class CardRemovedError(CardError, OSError):
+    """The card stopped answering (left the field) in the middle of an exchange."""
+
+
+class SunMessageError(AccessdError, ValueError):
+    """A SUN URL or NDEF message cannot be decoded (missing or malformed e/c parameters)."""
+
+
+class CardStatusAnswer(AccessdError):
+    """A software card model's 0x91xx status, raised inside it and never beyond its apdu()."""
+
+    def __init__(self, sw2: int) -> None:
+        super().__init__(f"0x91{sw2:02X}")
+        self.sw2 = sw2

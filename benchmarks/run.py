@@ -31,6 +31,7 @@ KEYS = (
     "floor_ms", "tap_to_release_ms", "decision_us", "event_to_central_ms", "snapshot_apply_s",
     "decision_during_sync_ms", "outbox_drain_events_per_s", "central_ingest_events_per_s",
     "central_ingest_pg_events_per_s", "rss_mib", "startup_s", "unknown_flood_decision_ms",
+    "secure_tap_cpu_ms",
 )
 
 
@@ -47,6 +48,8 @@ DESCRIBE = {
     "startup_s": ("process spawn -> READY=1 on NOTIFY_SOCKET, uplink on over TLS", "<= 1.0 s"),
     "unknown_flood_decision_ms": ("member tap while unknown cards arrive at reader speed",
                                   "p99 <= 5 ms"),
+    "secure_tap_cpu_ms": ("door CPU per authenticated tap (NTAG 424 DNA, DESFire)",
+                          "p99 <= 5 ms"),
 }
 
 
@@ -71,7 +74,7 @@ QUICK = Plan(tap_samples=150, tap_warmup=20, decision_samples=5_000, flood_sampl
                       "ingest_events": 5_000, "snapshot": 100_000, "sync_runs": 1})
 
 
-GROUPS = ("tap", "decision", "flood", "startup", "rss", "network")
+GROUPS = ("tap", "decision", "flood", "startup", "rss", "network", "secure")
 
 
 def log(msg: str) -> None:
@@ -80,7 +83,7 @@ def log(msg: str) -> None:
 
 def _groups(plan: Plan, sites: SiteFactory) -> list[tuple[str, tuple[str, ...],
                                                           Callable[[], list[Result]]]]:
-    from benchmarks import door, network, proc
+    from benchmarks import door, network, proc, secure
 
     return [
         ("tap", ("floor_ms", "tap_to_release_ms"),
@@ -94,6 +97,9 @@ def _groups(plan: Plan, sites: SiteFactory) -> list[tuple[str, tuple[str, ...],
         ("startup", ("startup_s",), lambda: [proc.bench_startup(sites, runs=plan.startup_runs)]),
         ("rss", ("rss_mib",), lambda: [proc.bench_rss(sites, taps=plan.rss_taps)]),
         ("network", network.KEYS, lambda: network.bench_all(sites, **plan.network)),
+        ("secure", ("secure_tap_cpu_ms",),
+         lambda: [secure.bench_secure_tap(sites, samples=max(40, plan.tap_samples // 4),
+                                          warmup=max(10, plan.tap_warmup // 4))]),
     ]
 
 

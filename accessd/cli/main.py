@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new", action="store_true",
                    help="make a new key (a key roll); it is used from the next start")
 
+    from accessd.cli import card as card_cli
+
+    card_cli.register(sub)
     try:
         from accessd.central import cli as central_cli
     except ImportError:

@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from accessd.cards.gate import CardGate, Checked
 from accessd.clock import ClockTrust
 from accessd.credentials import CredentialHasher, short
 from accessd.daemon.ruleview import RuleView
@@ -40,6 +41,7 @@ from accessd.events import Event, EventType, JournalEntry, event_to_dict, format
 from accessd.guard import UnknownCardGuard
 from accessd.readers.base import CardRead, ReaderStatus
 from accessd.schedule import Schedule
+from accessd.store.cards import CardStore
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
 
@@ -109,6 +111,7 @@ class DoorController:
         feedback: FeedbackPort | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = utcnow,
+        cards: CardGate | None = None,
     ) -> None:
         self.site, self.door = site, door
         self.rules, self.journal, self.hasher, self.clock = rules, journal, hasher, clock
@@ -130,6 +133,7 @@ class DoorController:
         self.view = RuleView(rules, schedule, self._rule_problem)
         self._tracebacks: set[tuple[str, str]] = set()  # errors whose traceback was logged
         self._error_at: float | None = None  # monotonic instant of the last internal error
+        self.cards = cards or CardGate(CardStore(rules.db.conn))
 
     # -- card presentations -------------------------------------------------------------
     def on_card(self, read: CardRead) -> Decision | None:
@@ -157,19 +161,20 @@ class DoorController:
 
     def _handle(self, read: CardRead) -> Decision:
         mono, now = self.monotonic(), self.wallclock()
-        trusted, credential = False, None
+        trusted, credential, card = False, None, None
         extra: list[Event] = []
         try:
             trusted = self.clock.trusted(now)
             if trusted:
                 self.last_trusted = now
-            decision, credential, extra = self._decide(read, mono, now, trusted)
+            decision, credential, extra, card = self._decide(read, mono, now, trusted)
         except Exception as exc:
             decision = Decision(False, Reason.INTERNAL_ERROR)
             extra = self._internal_error(exc, "deciding a card", mono, now, trusted)
         if decision.granted and not self._release(mono, now, trusted, extra):
             decision = replace(decision, granted=False, reason=Reason.INTERNAL_ERROR)
-        detail: dict[str, Any] = {"direction": read.direction, "technology": read.technology}
+        detail: dict[str, Any] = {"direction": read.direction, "technology": read.technology,
+                                  **(card.detail if card is not None else {})}
         if decision.reason is Reason.INTERNAL_ERROR and extra:
             detail["error"] = extra[-1].detail.get("error")
         access = Event(
@@ -190,20 +195,25 @@ class DoorController:
                               "reason": access.reason, "plan": access.plan,
                               "member_name": decision.member_name}
         self.record(access, *extra)
+        if card is not None:
+            self.cards.settle(card)
         return decision
 
     def _decide(self, read: CardRead, mono: float, now: datetime, trusted: bool
-                ) -> tuple[Decision, str | None, list[Event]]:
-        """The decision, the card's keyed hash, and alarm events that go with it."""
+                ) -> tuple[Decision, str | None, list[Event], Checked | None]:
+        """The decision, the card's keyed hash, alarm events that go with it, and what an
+        authenticated card proved (to journal, and to settle once journalled)."""
         guard = self._guards.get(read.reader)
         if guard is None:
             guard = self._guards[read.reader] = self._guard_factory()
         locked_out = guard.locked_out(mono)
-        credential = None if locked_out else self.hasher(read.uid)
+        identified = not locked_out and self.cards.identifies(read)
+        credential = self.hasher(read.uid) if identified else None
         try:
             record = None if credential is None else self.view.lookup(credential)
         except CorruptRecord as exc:
-            return self._unreadable(exc, read.direction), credential, []
+            return self._unreadable(exc, read.direction), credential, [], None
+        card = self.cards.check(read, credential, record)
         decision = decide(
             record,
             now=now if trusted else self.last_trusted,
@@ -211,9 +221,11 @@ class DoorController:
             schedule=self.view.schedule(),
             direction=read.direction,
             locked_out=locked_out,
+            card=card.facts,
         )
         extra = []
-        if decision.reason is Reason.UNKNOWN_CREDENTIAL and guard.record_unknown(mono):
+        suspicious = decision.reason in (Reason.UNKNOWN_CREDENTIAL, Reason.AUTHENTICATION_FAILED)
+        if suspicious and guard.record_unknown(mono):
             extra.append(Event(
                 type=EventType.READER_LOCKOUT, ts=now, reader=read.reader,
                 reason="unknown_card_burst", clock_trusted=trusted,
@@ -221,7 +233,7 @@ class DoorController:
                         "window_s": guard.window_s}))
             log.warning("reader %s locked out for %.0f s after a burst of unknown cards",
                         read.reader, guard.lockout_s)
-        return decision, credential, extra
+        return decision, credential, extra, card
 
     def _release(self, mono: float, now: datetime, trusted: bool, extra: list[Event]) -> bool:
         """Release for a grant; False when the relay failed and the member was not let in."""
@@ -491,3 +503,8 @@ class DoorController:
     @property
     def pending_events(self) -> int:
         return len(self._pending)
+
+    @property
+    def capturing(self) -> bool:
+        """Whether an `accessd enroll --present` is waiting for the next card."""
+        return bool(self._captures)

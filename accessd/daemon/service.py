@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from accessd import __version__
+from accessd.cards.gate import CardGate
+from accessd.cards.host import refuse_enrolled, secure_cards
 from accessd.clock import ClockTrust
 from accessd.config import Config
 from accessd.credentials import CredentialHasher, check_secrets, load_or_create_site_secret
@@ -27,9 +29,12 @@ from accessd.daemon.control import ControlServer, Peer
 from accessd.daemon.controller import DoorController
 from accessd.daemon.notify import sd_notify, watchdog_interval
 from accessd.daemon.storagelock import StorageLock
+from accessd.decision import Plan, Proof
+from accessd.errors import AccessdError
 from accessd.events import Event, EventType, event_from_dict, format_ts
 from accessd.guard import UnknownCardGuard
 from accessd.schedule import Schedule
+from accessd.store.cards import CardStore
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
 
@@ -74,6 +79,7 @@ class Daemon:
         journal = Journal(cfg.storage.journal_db, cfg.site.id, cfg.site.door)
         sec = cfg.security
         self.door_monitor = self.hardware.new_state_machine()
+        self.secure = secure_cards(cfg, follow=True) if cfg.cards.enabled else None
         self.controller = c = DoorController(
             site=cfg.site.id, door=cfg.site.door, rules=rules, journal=journal,
             hasher=CredentialHasher(key), clock=ClockTrust(cfg.clock.trust, cfg.clock.not_before),
@@ -81,6 +87,8 @@ class Daemon:
             guard_factory=lambda: UnknownCardGuard(sec.unknown_card_limit,
                                                    sec.unknown_card_window_s, sec.lockout_s),
             door_monitor=self.door_monitor, feedback=self.hardware.feedback,
+            cards=CardGate(CardStore(rules.db.conn), frozenset(
+                Plan(p) for p in cfg.cards.required_plans)),
         )
         self.hardware.relay.on_change(self._lock_changed)
         inputs = self.hardware.inputs
@@ -98,12 +106,13 @@ class Daemon:
             "status": lambda req, peer: self.status(),
             "open": self._control_open,
             "capture": self._control_capture,
+            "card": self._control_card,
         })
         self.control.start()
         from accessd.readers.factory import build_reader
 
         for rc in cfg.readers:
-            reader = build_reader(rc)
+            reader = build_reader(rc, secure=self.secure)
             reader.start(c.on_card, c.on_reader_status)
             self.readers.append(reader)
 
@@ -197,8 +206,35 @@ class Daemon:
         read = self.controller.capture_next(req.get("reader"), timeout)
         if read is None:
             return {"credential_hash": None}
+        if read.proof is not None and read.proof.proof is not Proof.AUTHENTICATED:
+            raise ValueError(f"the card failed authentication ({read.proof.why or read.proof.proof}"
+                             "): not enrolled; an accessd card is enrolled by 'accessd card "
+                             "issue'")
         return {"credential_hash": self.controller.hasher(read.uid),
                 "technology": read.technology, "reader": read.reader}
+
+    def _control_card(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """Issue, re-key or wipe the next card on an NFC reader (accessd card ...)."""
+        assert self.controller is not None
+        name = req.get("reader")
+        readers = [r for r in self.readers if getattr(r, "secure", None) is not None
+                   and name in (None, r.name)]
+        if self.secure is None or not readers:
+            raise ValueError("no NFC reader takes authenticated cards here ([cards] enabled, "
+                             "a reader of type nfc" + (f" named {name!r})" if name else ")"))
+        timeout = min(float(req.get("timeout") or 30), 300)
+        hasher = self.controller.hasher
+        rules = RuleCache(self.cfg.storage.rules_db, readonly=True)
+        try:
+            approve = refuse_enrolled(rules, hasher) if req.get("action") == "issue" else None
+            job = self.secure.job(str(req.get("action")), req.get("member_ref"), approve)
+            issued = readers[0].run_on_next_card(job, timeout)
+        except AccessdError as exc:
+            raise ValueError(str(exc)) from None
+        finally:
+            rules.close()
+        return {"card": issued.kind, "key_version": issued.key_version,
+                "credential_hash": hasher(issued.uid.hex().upper())}
 
     def status(self) -> dict[str, Any]:
         c = self.controller

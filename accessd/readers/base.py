@@ -12,7 +12,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-Technology = Literal["em4100", "iso14443a", "felica", "simulated"]
+from accessd.decision import Proof
+
+Technology = Literal["em4100", "iso14443a", "felica", "simulated", "ntag424", "desfire"]
+
+
+@dataclass(frozen=True, slots=True)
+class CardProof:
+    """What an authenticated card (NTAG 424 DNA, DESFire) proved at this presentation.
+
+    With `proof` AUTHENTICATED, the read's `uid` is the card's real UID, proven by the keys;
+    otherwise the UID is only what the card said during anticollision and identifies nobody.
+    """
+
+    proof: Proof
+    card: str  # "ntag424" | "desfire"
+    key_version: int | None = None
+    member_ref: str | None = None  # the member the card was written for
+    sun_counter: int | None = None  # SUN read counter (NTAG 424 DNA in SUN mode)
+    rekey_to: int | None = None  # the reader re-keys the card to this version after deciding
+    why: str = ""  # for the journal when it failed: no key, no UID
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +43,7 @@ class CardRead:
     technology: Technology
     direction: Literal["entry", "exit"] = "entry"
     monotonic: float = field(default_factory=time.monotonic)
+    proof: CardProof | None = None  # None: the UID is all the reader knows
 
     def __repr__(self) -> str:  # keep raw card numbers out of logs and tracebacks
         return f"CardRead(reader={self.reader!r}, technology={self.technology!r}, uid=<redacted>)"

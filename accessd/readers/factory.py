@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from accessd.config import ReaderConfig
 from accessd.errors import ConfigError
 from accessd.readers.base import Reader
 
+if TYPE_CHECKING:
+    from accessd.cards.reader import SecureCards
 
-def build_reader(config: ReaderConfig) -> Reader:
-    """The reader for `config.type`; backends are imported only when chosen."""
+
+def build_reader(config: ReaderConfig, *, secure: SecureCards | None = None) -> Reader:
+    """The reader for `config.type`; backends are imported only when chosen. NFC readers
+    authenticate accessd's cards with `secure` ([cards] enabled)."""
     if config.type == "serial":
         from accessd.readers.serial_reader import SerialReader
 
@@ -16,7 +22,7 @@ def build_reader(config: ReaderConfig) -> Reader:
     if config.type == "nfc":
         from accessd.readers.nfc_reader import NfcReader
 
-        return NfcReader(config)
+        return NfcReader(config, secure=secure)
     if config.type == "simulated":
         from accessd.readers.simulated import SimulatedReader
 

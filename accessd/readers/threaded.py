@@ -12,6 +12,7 @@ from typing import Literal
 from accessd.errors import ReaderError
 from accessd.readers.base import (
     CardCallback,
+    CardProof,
     CardRead,
     HoldOff,
     ReaderStatus,
@@ -100,18 +101,21 @@ class ThreadedReader:
     def _run(self) -> None:
         raise NotImplementedError
 
-    def _card(self, uid: str, technology: Technology) -> None:
-        """Report one sighting of `uid`; repeats within the hold-off window are dropped."""
+    def _card(self, uid: str, technology: Technology, proof: CardProof | None = None,
+              hold_key: str | None = None) -> bool:
+        """Report one sighting of `uid`; repeats within the hold-off window (of `hold_key`,
+        default the UID) are dropped. True when it was reported."""
         with self._hold_lock:
-            admitted = self._hold_off.admit(uid, time.monotonic())
+            admitted = self._hold_off.admit(hold_key or uid, time.monotonic())
         if not admitted or self._on_card is None:
-            return
+            return False
         read = CardRead(reader=self.name, uid=uid, technology=technology,
-                        direction=self.direction)
+                        direction=self.direction, proof=proof)
         try:
             self._on_card(read)
         except Exception:  # a consumer bug must not kill the reader thread
             self._log.exception("reader %s: card callback failed", self.name)
+        return True
 
     def _went_online(self, detail: str) -> None:
         if self._online is True:
