@@ -60,10 +60,6 @@ def check_secrets(cfg: Config) -> None:
     for key, path in secret_files(cfg):
         if path.exists():
             check_secret_permissions(path, f"{cfg.path or '<config>'}: {key}: ")
-    if cfg.cards.enabled:  # the card master key must be there, 0600 and well formed
-        from accessd.cards.keys import Keyring
-
-        Keyring.load(cfg.cards.master_key_file, cfg.site.id)
 
 
 def secret_files(cfg: Config) -> list[tuple[str, Path]]:

@@ -29,9 +29,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from accessd.credentials import check_secrets
+    from accessd.daemon.service import check_startup
 
-    check_secrets(cfg)
+    check_startup(cfg)
     readers = ", ".join(f"{r.name} ({r.type}, {r.direction})" for r in cfg.readers)
     print(f"{cfg.path}: ok — site {cfg.site.id}, door {cfg.site.door}, "
           f"{cfg.site.timezone}, readers: {readers}, lock {cfg.lock.type} "

@@ -51,6 +51,16 @@ def setup_logging(level: str) -> None:
     )
 
 
+def check_startup(cfg: Config) -> None:
+    """What `run` and `check-config` refuse before anything starts: loose secrets, and with
+    `[cards] enabled` a card master key file that is missing, too open or malformed."""
+    check_secrets(cfg)
+    if cfg.cards.enabled:
+        from accessd.cards.keys import Keyring
+
+        Keyring.load(cfg.cards.master_key_file, cfg.site.id)
+
+
 def config_schedule(cfg: Config) -> Schedule:
     s = cfg.schedule
     return Schedule(cfg.site.tz, s.opens, s.closes, frozenset(s.days), frozenset(s.closures))
@@ -338,7 +348,7 @@ class Daemon:
 def run(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; the exit status is what systemd sees."""
     setup_logging(cfg.log_level)
-    check_secrets(cfg)  # before anything is touched: a loose secret is a one-line error
+    check_startup(cfg)  # before anything is touched: a loose secret is a one-line error
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     # one daemon per storage folder: locked before the relay, the socket or the broker
     with StorageLock(cfg.storage.dir):
