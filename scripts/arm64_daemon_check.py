@@ -148,22 +148,7 @@ class Daemon:
         raise CheckFailed(f"timed out waiting for {what}; last status: {last}\n{self.tail()}")
 
     def memory_kib(self) -> dict[str, int]:
-        """VmRSS and VmHWM, and the resident part of qemu's translated-code buffer (the one
-        anonymous mapping that is writable and executable: guest code is mapped r-- on the
-        host, so nothing of the daemon's own is rwx)."""
-        out = {"tcg_cache": 0}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
-        perms = path = ""
-        for line in Path(f"/proc/{self.proc.pid}/smaps").read_text().splitlines():
-            fields = line.split()
-            if re.match(r"^[0-9a-f]+-[0-9a-f]+$", fields[0]):
-                perms, path = fields[1], fields[5] if len(fields) > 5 else ""
-            elif fields[0] == "Rss:" and perms.startswith("rwx") and not path:
-                out["tcg_cache"] += int(fields[1])
-        return out
+        return memory_kib(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -182,6 +167,44 @@ class Daemon:
     def tail(self, lines: int = 30) -> str:
         self.log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of the qemu process running `pid`, and how its resident memory splits.
+
+    - tcg_cache: qemu's translated-code buffer, the one anonymous mapping that is writable and
+      executable (guest code is mapped r-- on the host, so nothing of the guest is rwx);
+    - guest: mappings at the guest's addresses, i.e. below the host's own heap (qemu 7 maps a
+      64-bit guest at its own addresses, low in the address space), minus qemu's binary. An
+      estimate of what the daemon itself holds, the closest this root has to a Pi's RSS;
+    - the rest is qemu: its binary, heap and per-thread state.
+    """
+    out = {"tcg_cache": 0, "guest": 0}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    if "qemu" not in os.readlink(f"/proc/{pid}/exe"):  # a real arm64 machine: no emulator
+        out["guest"] = out["VmRSS"]
+        return out
+    maps: list[tuple[int, str, str, int]] = []
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+$", fields[0]):
+            path = fields[5] if len(fields) > 5 else ""
+            maps.append((int(fields[0].split("-")[0], 16), fields[1], path, 0))
+        elif fields[0] == "Rss:" and maps:
+            start, perms, path, _ = maps[-1]
+            maps[-1] = (start, perms, path, int(fields[1]))
+    host_heap = min((start for start, _, path, _ in maps if path == "[heap]"), default=None)
+    if host_heap is None:
+        raise CheckFailed(f"/proc/{pid}/smaps: no host heap; is this qemu user mode?")
+    for start, perms, path, rss in maps:
+        if perms.startswith("rwx") and not path:
+            out["tcg_cache"] += rss
+        elif start < host_heap and "qemu" not in path:
+            out["guest"] += rss
+    return out
 
 
 def taps(daemon: Daemon, pty: Pty) -> dict[str, Any]:
@@ -221,9 +244,9 @@ def taps(daemon: Daemon, pty: Pty) -> dict[str, Any]:
     return {"granted": granted[0], "denied": refused[0]}
 
 
-def idle_python_rss_kib() -> int:
-    """VmRSS of the venv's python doing nothing, under the same emulator: the share of the
-    daemon's figure that is qemu and the bare interpreter."""
+def idle_python_memory_kib() -> dict[str, int]:
+    """The venv's python doing nothing, under the same emulator: how much of the daemon's
+    figures is qemu and the bare interpreter."""
     proc = subprocess.Popen(
         ["/opt/accessd/venv/bin/python", "-c", "print('up', flush=True); input()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -231,10 +254,7 @@ def idle_python_rss_kib() -> int:
         assert proc.stdout is not None and proc.stdin is not None
         if proc.stdout.readline().strip() != "up":
             raise CheckFailed("the idle python3 did not start")
-        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise CheckFailed("no VmRSS in /proc/<pid>/status")
+        return memory_kib(proc.pid)
     finally:
         proc.kill()
         proc.wait()
@@ -266,7 +286,7 @@ def main() -> int:
                 journal = taps(daemon, pty)
                 mem = daemon.memory_kib()
                 result = {"journal": journal, "rss_kib": mem["VmRSS"], "hwm_kib": mem["VmHWM"],
-                          "tcg_cache_kib": mem["tcg_cache"]}
+                          "tcg_cache_kib": mem["tcg_cache"], "guest_kib": mem["guest"]}
         finally:
             if daemon.proc.poll() is None:
                 daemon.stop()
@@ -279,7 +299,8 @@ def main() -> int:
         "startup_s_median": statistics.median(startups),
         "rss_mib": result["rss_kib"] / 1024, "hwm_mib": result["hwm_kib"] / 1024,
         "tcg_cache_mib": result["tcg_cache_kib"] / 1024,
-        "baseline_rss_mib": idle_python_rss_kib() / 1024,
+        "guest_mib": result["guest_kib"] / 1024,
+        "idle_python_mib": {k: v / 1024 for k, v in idle_python_memory_kib().items()},
         "taps": 2,
         "decisions": f"{g['type']} {g['result']} ({g['member_name']}), "
                      f"{d['type']} {d['result']} ({d.get('reason')})",
