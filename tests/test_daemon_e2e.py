@@ -83,10 +83,12 @@ def test_tap_pulses_lock_and_journals_then_survives_sigkill(config: Path, tmp_pa
                                                             ) -> None:
     d = DaemonProcess(config, tmp_path)
     try:
-        assert d.status()["lock"]["state"] == "locked"
+        assert d.status()["lock"] == {"state": "locked", "type": "fail-secure",
+                                      "relay_pin": "low"}
         d.tap(ANA)
         d.wait_for(r"lock RELEASED")
-        assert d.status()["lock"]["state"] == "released"
+        assert d.status()["lock"] == {"state": "released", "type": "fail-secure",
+                                      "relay_pin": "high"}
         d.wait_for(r"lock LOCKED", timeout=10)
         released = re.search(r"(\d\d:\d\d:\d\d,\d+) INFO +accessd: lock RELEASED", d.text())
         locked = re.search(r"(\d\d:\d\d:\d\d,\d+) INFO +accessd: lock LOCKED", d.text())

@@ -263,7 +263,9 @@ class Daemon:
                                  "type": rc.type, "direction": rc.direction}
                         for r, rc in zip(self.readers, self.cfg.readers, strict=False)},
             "lock": {"state": "released" if relay.released else "locked",
-                     "type": self.cfg.lock.type},
+                     "type": self.cfg.lock.type,
+                     # read back from the pin factory: what the relay is really driven at
+                     "relay_pin": {True: "high", False: "low"}.get(relay.pin_level, "closed")},
             "door_contact": {"state": "unknown" if door_open is None else
                              ("open" if door_open else "closed")},
             "alarms": c.alarms(),
