@@ -55,3 +55,15 @@ class ControlError(AccessdError, ConnectionError):
 
 class ProtocolError(AccessdError, ValueError):
     """A network message is malformed, too large, unsigned, badly signed, stale or replayed."""
+
+
+class RevokedError(AccessdError, ValueError):
+    """A revoked member or card cannot be made active or suspended again, nor re-enrolled."""
+
+
+class OfficeOwnedError(AccessdError, PermissionError):
+    """The change would make an office member more privileged: only the office can do that."""
+
+
+class ProposalError(AccessdError, LookupError):
+    """A door's proposed change cannot be found, or cannot be approved as it stands."""
