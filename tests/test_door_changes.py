@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from rights_helpers import SITE, Office
 
 from accessd import admin
 from accessd.decision import Plan, Reason, Status
 from accessd.errors import OfficeOwnedError
 from accessd.events import format_ts, utcnow
-from rights_helpers import SITE, Office
 
 DAY = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)  # 10:00 in Paris, a Tuesday
 EVENING = datetime(2026, 11, 3, 17, 14, tzinfo=UTC)  # 18:14 in Paris: after closing

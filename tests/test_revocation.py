@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from rights_helpers import SITE, Office
 
 from accessd import admin
 from accessd.decision import Plan, Reason, Status
@@ -15,7 +16,6 @@ from accessd.events import format_ts, utcnow
 from accessd.protocol.codec import encode
 from accessd.protocol.rules import make_delta, make_snapshot
 from accessd.rights import Change, stricter, transition
-from rights_helpers import SITE, Office
 
 DAY = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
 ANA, BEN, NEW = "0A00000001", "0A00000002", "0B00000001"
