@@ -81,6 +81,10 @@ class Door:
 class Office:
     """The office's store and key, and the doors of one site."""
 
+    @staticmethod
+    def hasher_of(uid: str) -> str:
+        return CredentialHasher(SITE_KEY)(uid)
+
     def __init__(self, folder: Path | None, doors: tuple[str, ...] = ("a", "b")) -> None:
         self.folder = folder
         self.key = OfficeKey.generate()

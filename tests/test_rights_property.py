@@ -2,15 +2,18 @@
 
 Two doors of one site and a real office (in-memory SQLite, real signed documents). Hosts
 enrol, add cards, suspend, resume and revoke at their door; the office imports its file,
-revokes, approves, rejects and publishes; documents (and crafted ones that try to un-revoke)
-reach doors late or not at all; door events reach the collector whenever. After every step:
+revokes, approves, rejects and publishes; documents (and crafted ones, signed with the
+office's key, that try to un-revoke) reach doors late or not at all; door events reach the
+collector whenever. The model keeps what the office decided (its last file, its approvals)
+and, per door, what the documents it applied said. After every step:
 
 - revocation is terminal: a member or card once seen revoked at a door, or in the office's
   rows, is never anything else there again;
-- a card grants at a door only if that door's host enrolled it, or the office accepted it
-  (its file, or an approved proposal): a door's change never opens another door first;
-- nothing grants more than the office set: a member not created by that door's host has, at
-  that door and in the office's rows, only a plan, a status and a validity the office set.
+- the office's rows grant nothing the office did not decide: no member, card, plan, status or
+  validity beyond its file and its approvals (what doors send is never a row by itself);
+- a door grants nothing beyond the documents it applied, except what its own host did there:
+  another door's change never opens it before the office accepts it, and the host never
+  raises a member the office set.
 """
 
 from __future__ import annotations
@@ -34,48 +37,82 @@ from accessd.errors import (
 )
 from accessd.protocol.codec import encode
 from accessd.protocol.rules import make_snapshot
+from accessd.rights import PLAN_RANK, RANK
 
-CARDS = [f"0C{i:08X}" for i in range(7)]
-OFFICE_IDS = ["o0", "o1", "o2"]
+CARDS = [f"0C{i:08X}" for i in range(8)]
+FILE_CARDS = CARDS[:5]  # hosts also use cards the office never heard of
+HOST_ONLY = {Office.hasher_of(uid) for uid in CARDS[5:]}
+OFFICE_IDS = ["o0", "o1"]
 UNTILS = [None, "2090-06-30", "2091-01-01"]
 DOORS = ("a", "b")
 PLANS = ("occasional", "subscriber")
 STATUSES = ("active", "suspended", "revoked")
 
 
-def _until_le(value: str | None, allowed: set[str | None]) -> bool:
-    """A validity no longer than one the office set (None: open, the longest)."""
-    if None in allowed:
-        return True
-    return value is not None and value <= max(u for u in allowed if u is not None)
+def within(row: dict[str, Any], limit: dict[str, Any]) -> list[str]:
+    """What `row` (a member) grants beyond `limit`: a better status, plan or validity."""
+    out = []
+    if RANK[Status(row["status"])] < RANK[Status(limit["status"])]:
+        out.append(f"status {limit['status']} -> {row['status']}")
+    if PLAN_RANK[Plan(row["plan"])] > PLAN_RANK[Plan(limit["plan"])]:
+        out.append(f"plan {limit['plan']} -> {row['plan']}")
+    lu, ru = limit.get("valid_until"), row.get("valid_until")
+    if lu is not None and (ru is None or ru > lu):
+        out.append(f"until {lu} -> {ru}")
+    return out
 
 
-class Site(RuleBasedStateMachine):
+class SiteMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.o = Office(None, DOORS)
         self.h = {uid: self.o.hasher(uid) for uid in CARDS}
+        assert {self.h[u] for u in CARDS[5:]} == HOST_ONLY
         # what each door's host created there
         self.local_cards: dict[str, set[str]] = {d: set() for d in DOORS}
         self.local_members: dict[str, set[str]] = {d: set() for d in DOORS}
-        # what the office set (its file, its approvals): the most any row may grant
-        self.accepted_cards: set[str] = set()
-        self.plans: dict[str, set[str]] = {}
-        self.statuses: dict[str, set[str]] = {}
-        self.untils: dict[str, set[str | None]] = {}
+        # what the office decided: its last file, and the approvals since
+        self.office: dict[str, dict[str, Any]] = {}  # member id -> the most it may grant
+        self.from_doors: set[str] = set()  # approved new members no file has named since
+        self.file_cards: set[str] = set()  # active in the last file
+        self.approved_cards: set[str] = set()  # approved, not named by a file since
+        # per door, the rules its applied documents add up to
+        self.view: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+            d: ({}, {}) for d in DOORS}
         # revocations seen so far, per place ("office" and each door)
         self.seen_m: dict[str, set[str]] = {p: set() for p in ("office", *DOORS)}
         self.seen_c: dict[str, set[str]] = {p: set() for p in ("office", *DOORS)}
         self.docs: list[Any] = []
+        self.doc_cards: dict[str, set[str]] = {d: set() for d in DOORS}
 
     def teardown(self) -> None:
         self.o.close()
 
-    def _office_set(self, row: dict[str, Any]) -> None:
-        mid = row["id"]
-        self.plans.setdefault(mid, set()).add(row["plan"])
-        self.statuses.setdefault(mid, set()).add(row["status"])
-        self.untils.setdefault(mid, set()).add(row.get("valid_until"))
+    def _applied(self, door: str, payload: dict[str, Any]) -> None:
+        members, cards = self.view[door]
+        if payload["kind"] == "snapshot":
+            members.clear()
+            cards.clear()
+        for m in payload.get("members", []):
+            members[m["id"]] = m
+        for c in payload.get("credentials", []):
+            cards[c["hash"]] = c
+            self.doc_cards[door].add(c["hash"])  # an office row there from now on
+        for mid in payload.get("removed_members", []):
+            members.pop(mid, None)
+        for h in payload.get("removed_credentials", []):
+            cards.pop(h, None)
+        gone = set(payload.get("removed_members", []))
+        for h in [h for h, c in cards.items() if c["member_id"] in gone]:
+            del cards[h]
+
+    def _pick(self, data: Any, door: str) -> Any:
+        """A member at the door, the office's half of the time (where the rights bite)."""
+        members = self.o.doors[door].rules.members()
+        office = [m for m in members if m.origin == "central"]
+        if office and data.draw(st.booleans()):
+            members = office
+        return data.draw(st.sampled_from(members)) if members else None
 
     # -- hosts at doors ---------------------------------------------------------------------
     @rule(door=st.sampled_from(DOORS), uid=st.sampled_from(CARDS), plan=st.sampled_from(PLANS),
@@ -86,7 +123,7 @@ class Site(RuleBasedStateMachine):
             m = admin.enroll(d.site, name="New", plan=Plan(plan), uid=uid,
                              valid_until=date.fromisoformat(until) if until else None)
         except RevokedError:
-            assert self.h[uid] in self.seen_c[door] or self.h[uid] in d.rules.revoked()[1]
+            assert self.h[uid] in d.rules.revoked()[1]
             return
         except DuplicateCredential:
             assert d.rules.lookup(self.h[uid]) is not None
@@ -99,31 +136,27 @@ class Site(RuleBasedStateMachine):
           raise_plan=st.booleans())
     def host_adds_a_card(self, data, door, uid, raise_plan):
         d = self.o.doors[door]
-        members = d.rules.members()
-        if not members:
+        m = self._pick(data, door)
+        if m is None:
             return
-        m = data.draw(st.sampled_from(members))
         plan = Plan.SUBSCRIBER if raise_plan else m.plan
         try:
             admin.enroll(d.site, name=m.name, plan=plan, uid=uid, member_id=m.id)
         except OfficeOwnedError:
             assert m.origin == "central" and plan is not m.plan
             return
-        except RevokedError:
-            return
-        except DuplicateCredential:
+        except (RevokedError, DuplicateCredential):
             return
         assert m.origin == "site" or plan is m.plan
-        assert m.id not in self.seen_m[door]
+        assert m.id not in self.seen_m[door] and self.h[uid] not in self.seen_c[door]
         self.local_cards[door].add(self.h[uid])
 
     @rule(data=st.data(), door=st.sampled_from(DOORS), status=st.sampled_from(STATUSES))
     def host_sets_status(self, data, door, status):
         d = self.o.doors[door]
-        members = d.rules.members()
-        if not members:
+        m = self._pick(data, door)
+        if m is None:
             return
-        m = data.draw(st.sampled_from(members))
         before = d.journal.last_seq
         try:
             done = admin.set_status(d.site, m.id, Status(status))
@@ -132,7 +165,7 @@ class Site(RuleBasedStateMachine):
             return
         assert m.id not in self.seen_m[door] or status == "revoked"
         if done.change == "unchanged":
-            assert d.journal.last_seq == before
+            assert d.journal.last_seq == before and m.status is Status(status)
         if done.change == "proposed":
             assert m.origin == "central" and d.rules.member(m.id).status is m.status
 
@@ -159,6 +192,46 @@ class Site(RuleBasedStateMachine):
         kind = "delta" if delta and docs.delta is not None else "snapshot"
         out = self.o.apply(door, docs, kind)
         assert out.applied or out.ignored or out.reason in ("stale_version", "version_gap")
+        if out.applied:
+            self._applied(door, (docs.snapshot if kind == "snapshot" else docs.delta)
+                          ["payload"])
+
+    @rule()
+    def everything_is_delivered_and_published(self):
+        for door in DOORS:
+            self.o.deliver(door)
+        docs = self.o.publish()
+        self.docs.append(docs)
+        for door in DOORS:
+            if self.o.apply(door, docs).applied:
+                self._applied(door, docs.snapshot["payload"])
+        self._kept_while_pending()
+
+    def _kept_while_pending(self) -> None:
+        """Everything is delivered and the latest rules applied: a door holds its host's own
+        rows exactly while the office has the change that made them pending."""
+        pending = self.o.store.pending_seqs(SITE)
+        for door in DOORS:
+            d = self.o.doors[door]
+            named_m, named_c = set(), {}
+            for e in d.journal.get(pending.get(door, [])):
+                named_m.add(e.event.member_id)
+                if isinstance(e.event.detail.get("credential_hash"), str):
+                    named_c[e.event.detail["credential_hash"]] = e.event.member_id
+            members, cards = self._door_rows(door)
+            for m in members:
+                assert m["origin"] == "central" or m["id"] in named_m, \
+                    f"{door}: the host's member {m['id']} stays, the office decided on it"
+            for c in cards:
+                assert c["origin"] == "central" or c["hash"] in named_c, \
+                    f"{door}: the host's card {c['hash'][:8]} stays, the office decided on it"
+            present_m = {m["id"] for m in members}
+            present_c = {c["hash"] for c in cards}
+            for mid in named_m & self.local_members[door]:
+                assert mid in present_m, f"{door}: the host's member {mid} went, still pending"
+            for h, mid in named_c.items():
+                if h in HOST_ONLY and mid in present_m and h not in self.doc_cards[door]:
+                    assert h in present_c, f"{door}: the host's card {h[:8]} went, still pending"
 
     @precondition(lambda self: self.docs)
     @rule(door=st.sampled_from(DOORS))
@@ -180,7 +253,15 @@ class Site(RuleBasedStateMachine):
         doc = make_snapshot(self.o.key, site=SITE, version=version,
                             members=list(members.values()), credentials=list(creds.values()),
                             stored_seq=p.get("stored_seq"), pending=p.get("pending"))
-        assert d.applier.handle(encode(doc), "snapshot").applied
+        out = d.applier.handle(encode(doc), "snapshot")
+        assert out.applied
+        refused = out.detail.get("refused_unrevoke", {})
+        assert set(refused.get("members", [])) == gone_m & set(members)
+        # its rows are what the office signed, except the un-revocations the door refused
+        self._applied(door, {**doc["payload"], "members": [
+            {**m, "status": "revoked"} if m["id"] in gone_m else m for m in members.values()],
+            "credentials": [{**c, "status": "revoked"} if c["hash"] in gone_c else c
+                            for c in creds.values()]})
         # as if the office had published it: its next versions follow on from this one
         self.o.store.record_version(SITE, version, doc["payload"]["issued_at"],
                                     encode(doc).decode(), None)
@@ -188,8 +269,8 @@ class Site(RuleBasedStateMachine):
     # -- the office -------------------------------------------------------------------------
     @rule(rows=st.lists(st.tuples(st.sampled_from(OFFICE_IDS), st.sampled_from(PLANS),
                                   st.sampled_from(STATUSES), st.sampled_from(UNTILS),
-                                  st.sampled_from(CARDS), st.sampled_from(STATUSES)),
-                        max_size=4, unique_by=lambda r: r[4]))
+                                  st.sampled_from(FILE_CARDS), st.sampled_from(STATUSES)),
+                        max_size=3, unique_by=lambda r: r[4]))
     def office_imports_its_file(self, rows):
         file = []
         first: dict[str, tuple] = {}
@@ -198,11 +279,16 @@ class Site(RuleBasedStateMachine):
             file.append({"id": mid, "plan": plan, "status": status, "valid_until": until,
                          "card": uid, "card_status": card_status})
         self.o.import_members(file)
+        named = {r["id"] for r in file}
+        self.office = {m: row for m, row in self.office.items() if m in self.from_doors
+                       and m not in named}
+        self.from_doors -= named
         for r in file:
-            self._office_set({"id": r["id"], "plan": r["plan"], "status": r["status"],
-                              "valid_until": r["valid_until"]})
-            if r["card_status"] != "revoked":
-                self.accepted_cards.add(self.h[r["card"]])
+            self.office[r["id"]] = {"plan": r["plan"], "status": r["status"],
+                                    "valid_until": r["valid_until"]}
+        hashes = {self.h[r["card"]] for r in file}
+        self.approved_cards -= hashes
+        self.file_cards = {self.h[r["card"]] for r in file if r["card_status"] == "active"}
 
     @rule(data=st.data(), member=st.booleans())
     def office_revokes(self, data, member):
@@ -230,10 +316,14 @@ class Site(RuleBasedStateMachine):
         for p in done:
             if p["state"] != "approved":
                 continue
+            row = p["proposed"]
             if p["kind"] == "member":
-                self._office_set(p["proposed"])
-            elif p["proposed"]["status"] != "revoked":
-                self.accepted_cards.add(p["credential_hash"])
+                if row["id"] not in self.office:
+                    self.from_doors.add(row["id"])
+                self.office[row["id"]] = {k: row.get(k) for k in ("plan", "status",
+                                                                  "valid_until")}
+            elif row["status"] == "active":
+                self.approved_cards.add(p["credential_hash"])
 
     @rule(data=st.data())
     def office_rejects(self, data):
@@ -242,16 +332,19 @@ class Site(RuleBasedStateMachine):
             self.o.store.reject(SITE, [data.draw(st.sampled_from(pending))["id"]], by="olivia")
 
     # -- what must hold ---------------------------------------------------------------------
+    def _door_rows(self, door: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        c = self.o.doors[door].rules.db.conn
+        members = [dict(zip(("id", "plan", "status", "valid_until", "origin"), r, strict=True))
+                   for r in c.execute("SELECT id, plan, status, valid_until, origin FROM "
+                                      "members")]
+        cards = [dict(zip(("hash", "member_id", "status", "origin"), r, strict=True))
+                 for r in c.execute("SELECT hash, member_id, status, origin FROM credentials")]
+        return members, cards
+
     @invariant()
     def revocation_is_terminal(self):
         places = {"office": self.o.store.rules(SITE)}
-        for name, d in self.o.doors.items():
-            c = d.rules.db.conn
-            places[name] = (
-                [{"id": r[0], "status": r[1]} for r in c.execute("SELECT id, status FROM "
-                                                                 "members")],
-                [{"hash": r[0], "status": r[1]} for r in c.execute("SELECT hash, status "
-                                                                   "FROM credentials")])
+        places.update({d: self._door_rows(d) for d in DOORS})
         for place, (members, creds) in places.items():
             for m in members:
                 if m["id"] in self.seen_m[place]:
@@ -265,38 +358,37 @@ class Site(RuleBasedStateMachine):
                     self.seen_c[place].add(c["hash"])
 
     @invariant()
-    def nothing_grants_beyond_the_office_or_the_doors_own_host(self):
+    def the_office_grants_only_what_it_decided(self):
         members, creds = self.o.store.rules(SITE)
-        rows = {m["id"]: m for m in members}
-        for c in creds:
-            assert c["member_id"] in rows, "an office card without its member"
-            if c["status"] == "active":
-                assert c["hash"] in self.accepted_cards, "an office card nobody accepted"
+        ids = {m["id"] for m in members}
         for m in members:
-            self._within_office(m, "office")
-        for name, d in self.o.doors.items():
-            for h in self.h.values():
-                g = d.rules.lookup(h)
-                if g is None or g.credential_status is not Status.ACTIVE \
-                        or g.member_status is not Status.ACTIVE:
+            assert m["id"] in self.office, f"office: member {m['id']} nobody accepted"
+            beyond = within(m, self.office[m["id"]])
+            assert not beyond, f"office: {m['id']} {beyond}"
+        for c in creds:
+            assert c["member_id"] in ids, "office: a card without its member"
+            if c["status"] == "active":
+                assert c["hash"] in self.file_cards | self.approved_cards, \
+                    f"office: card {c['hash'][:8]} active, nobody accepted it"
+
+    @invariant()
+    def a_door_grants_only_its_documents_and_its_own_hosts_changes(self):
+        for door in DOORS:
+            office_m, office_c = self.view[door]
+            members, cards = self._door_rows(door)
+            for m in members:
+                if m["id"] in self.local_members[door]:
+                    continue  # this door's host made it
+                assert m["id"] in office_m, f"{door}: member {m['id']} came from elsewhere"
+                beyond = within(m, office_m[m["id"]])
+                assert not beyond, f"{door}: {m['id']} {beyond}"
+            for c in cards:
+                if c["status"] != "active" or c["hash"] in self.local_cards[door]:
                     continue
-                assert h in self.local_cards[name] or h in self.accepted_cards, \
-                    f"door {name} grants a card only another door's host enrolled"
-                if g.member_id not in self.local_members[name]:
-                    self._within_office(
-                        {"id": g.member_id, "plan": str(g.plan), "status": str(g.member_status),
-                         "valid_until": g.valid_until.isoformat() if g.valid_until else None},
-                        name)
-
-    def _within_office(self, m: dict[str, Any], place: str) -> None:
-        mid = m["id"]
-        assert mid in self.plans, f"{place}: member {mid} the office never accepted"
-        if m["plan"] == "subscriber":
-            assert "subscriber" in self.plans[mid], f"{place}: {mid} raised to subscriber"
-        if m["status"] == "active":
-            assert "active" in self.statuses[mid], f"{place}: {mid} made active"
-        assert _until_le(m.get("valid_until"), self.untils[mid]), f"{place}: {mid} extended"
+                got = office_c.get(c["hash"])
+                assert got is not None and got["status"] == "active", \
+                    f"{door}: card {c['hash'][:8]} active, no document or host of its own"
 
 
-Site.TestCase.settings = settings(settings.default, stateful_step_count=25)
-test_rights_hold_over_random_sequences = Site.TestCase
+SiteMachine.TestCase.settings = settings(settings.default, stateful_step_count=40)
+test_rights_hold_over_random_sequences = SiteMachine.TestCase

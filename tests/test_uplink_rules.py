@@ -211,7 +211,8 @@ def test_an_enrolment_the_office_has_not_stored_survives_by_sequence(applier, ru
                                                                     journal):
     base(applier, key)
     m = rules.enroll(name="Host's pick", plan=Plan.SUBSCRIBER, credential_hash=H[8])
-    journal.append(Event(EventType.MEMBER_ENROLLED, member_id=m.id))  # seq 1, not stored yet
+    journal.append(Event(EventType.MEMBER_ENROLLED, member_id=m.id,  # seq 1, not stored yet
+                         detail={"credential_hash": H[8]}))
     later = utcnow() + timedelta(hours=1)  # the office's clock is ahead: time alone fails
     doc = snapshot(key, 2, [member("a")], [cred(H[0], "a")], issued_at=later,
                    stored_seq={"d1": 0})

@@ -191,7 +191,7 @@ class _Merge:
             (revoked_m if kind == "member" else revoked_c).add(key)
         have_m = {r[0]: r[1:] for r in conn.execute(f"SELECT {_M} FROM members")}
         have_c = {r[0]: r[1:] for r in conn.execute(f"SELECT {_C} FROM credentials")}
-        # the host's own members that stay the host's (and so do their cards)
+        # the host's own members that stay the host's
         ours = {mid for mid, old in have_m.items() if old[5] == "site"
                 and mid in unsettled.members}
         kept: set[str] = set(ours)  # members some of whose host rows stay
@@ -246,8 +246,8 @@ class _Merge:
         for h, old in have_c.items():
             if h in wanted_c:
                 continue
-            if old[3] == "site" and (h in unsettled.credentials or old[0] in ours):
-                kept.add(old[0])  # a card the host added, or a card of the host's member
+            if old[3] == "site" and h in unsettled.credentials:
+                kept.add(old[0])  # a card the host added, still undecided
             elif snapshot or old[3] == "site" or h in removed_c:
                 self.gone_c.append((h,))
         self.kept = len(kept)
