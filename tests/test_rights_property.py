@@ -229,8 +229,9 @@ class SiteMachine(RuleBasedStateMachine):
             present_c = {c["hash"] for c in cards}
             for mid in named_m & self.local_members[door]:
                 assert mid in present_m, f"{door}: the host's member {mid} went, still pending"
-            for h, mid in named_c.items():
-                if h in HOST_ONLY and mid in present_m and h not in self.doc_cards[door]:
+            for h, mid in named_c.items():  # (an office member's cards go with it)
+                if h in HOST_ONLY and mid in present_m & self.local_members[door] \
+                        and h not in self.doc_cards[door]:
                     assert h in present_c, f"{door}: the host's card {h[:8]} went, still pending"
 
     @precondition(lambda self: self.docs)
