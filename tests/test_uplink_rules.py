@@ -196,7 +196,8 @@ def test_a_delta_that_fails_halfway_leaves_nothing_behind(applier, rules, key):
     assert dump(rules) == before  # member c was inserted, then rolled back
 
 
-def test_a_host_enrolment_newer_than_the_snapshot_survives_it(applier, rules, key):
+def test_without_a_journal_a_host_enrolment_newer_than_the_snapshot_survives_it(rules, key):
+    applier = RuleApplier(rules, PublicKeys([key.public]), site="s1", door="d1")
     base(applier, key)
     issued = utcnow()
     later = rules.enroll(name="Newcomer", plan=Plan.OCCASIONAL, credential_hash=H[9])

@@ -6,7 +6,8 @@ the commit (WAL readers see the old snapshot), and a failure anywhere rolls ever
 
 What the host changed here and the office has not decided yet is kept (docs/protocol.md):
 a change journalled after the last event the office had stored (`stored_seq`), or one the
-office lists as still pending (`pending`), or made after the document was issued. The host's
+office lists as still pending (`pending`); without a journal to ask, a change made after the
+document was issued. The host's
 own rows (`origin` site) stay as they are, and a restriction the host made to an office row
 (a suspension) stays, but nothing the host did ever outranks an office restriction. Everything
 else becomes what the document says, and its rows become the office's. A decided change is
@@ -105,20 +106,21 @@ class RuleApplier:
 
     # -- what the host changed here that the office has not decided yet --------------------
     def _unsettled(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> Unsettled:
-        issued = doc["issued_at"]
         members: set[str] = set()
         statuses: set[str] = set()
         creds: set[str] = set()
-        for mid, origin in conn.execute("SELECT id, origin FROM members WHERE updated_at > ?",
-                                        (issued,)):
-            (members if origin == "site" else statuses).add(mid)
-        for h, mid, origin in conn.execute(
-                "SELECT hash, member_id, origin FROM credentials WHERE updated_at > ?",
-                (issued,)):
-            creds.add(h)
-            if origin == "site":
-                members.add(mid)
-        if self.journal is not None:
+        if self.journal is None:  # no journal to ask (tools, tests): the host's clock decides
+            issued = doc["issued_at"]
+            for mid, origin in conn.execute("SELECT id, origin FROM members WHERE "
+                                            "updated_at > ?", (issued,)):
+                (members if origin == "site" else statuses).add(mid)
+            for h, mid, origin in conn.execute(
+                    "SELECT hash, member_id, origin FROM credentials WHERE updated_at > ?",
+                    (issued,)):
+                creds.add(h)
+                if origin == "site":
+                    members.add(mid)
+        else:
             stored = _count(doc.get("stored_seq", {}).get(self.door)) or 0
             pending = [s for s in doc.get("pending", {}).get(self.door, []) if _count(s)]
             marks = ",".join("?" * len(HOST_CHANGES))
