@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -187,3 +188,39 @@ def test_door_events_cannot_undo_an_office_revocation(office):
     members, creds = rows(office)
     assert members["ana"]["status"] == "revoked"
     assert creds[office.hasher(BEN)]["status"] == "revoked"
+
+
+def test_the_host_commands_say_what_they_did(tmp_path, capsys):
+    """`accessd revoke`, `suspend`, `resume` through the real CLI."""
+    from conftest import write_config
+
+    from accessd.cli.main import main
+
+    config = str(write_config(tmp_path))
+
+    def cli(*argv: str) -> tuple[int, str, str]:
+        code = main(["--config", config, *argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = cli("enroll", "--name", "Ana", "--plan", "subscriber", "--card", ANA,
+                         "--json")
+    assert code == 0, err
+    mid = json.loads(out)["id"]
+    assert cli("suspend", mid)[1].startswith("suspended")
+    code, out, _ = cli("suspend", mid)
+    assert code == 0 and "already suspended: nothing changed" in out
+    assert cli("revoke", mid)[1].startswith("revoked member")
+    code, _, err = cli("resume", mid)
+    assert code == 1 and "revoked for good" in err
+    code, _, err = cli("suspend", mid)
+    assert code == 1 and "revoked for good" in err
+    code, out, _ = cli("revoke", mid)
+    assert code == 0 and "already revoked" in out
+    code, _, err = cli("enroll", "--name", "Ana", "--plan", "subscriber", "--card", BEN,
+                       "--member", mid)
+    assert code == 1 and "revoked for good" in err
+    cli("enroll", "--name", "Ben", "--plan", "subscriber", "--card", BEN)
+    assert cli("revoke", "--card", BEN)[1].startswith("revoked one card")
+    code, _, err = cli("enroll", "--name", "Ben", "--plan", "subscriber", "--card", BEN)
+    assert code == 1 and "enrol a new card" in err
