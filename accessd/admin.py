@@ -7,8 +7,8 @@ reads the rule cache afresh on each tap, so a change takes effect at the next ca
 
 The journalled change is, for the office, a proposal: it reaches other doors only once the
 office accepts it (docs/central.md). A change that is already so writes nothing and journals
-nothing; a resume of a member the office suspended is journalled as a request and changes
-nothing here (`StatusChange.change` says which).
+nothing; a resume of a member the office sent is journalled as a request and changes nothing
+here (`StatusChange.change` says which).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class StatusChange:
     """What a suspend, resume or revoke did: `change` is changed, unchanged or proposed."""
 
     member: Member
-    change: str
+    change: Change
     message: str
 
 
@@ -110,7 +110,7 @@ def set_status(site: Site, member_id: str, status: Status,
     """Suspend, resume or revoke a member (RevokedError out of `revoked`)."""
     member, verdict = site.rules.set_member_status(member_id, status)
     if verdict.change is Change.UNCHANGED:
-        return StatusChange(member, str(verdict.change), f"{member.id}: {verdict.why}")
+        return StatusChange(member, verdict.change, f"{member.id}: {verdict.why}")
     proposed = verdict.change is Change.PROPOSED
     row = _member_detail(member)
     row["status"] = str(status)  # what the host asks for, when only the office may grant it
@@ -118,7 +118,7 @@ def set_status(site: Site, member_id: str, status: Status,
         type=EventType.MEMBER_UPDATED, member_id=member.id, member_name=member.name,
         plan=str(member.plan), reason=f"{status}_requested" if proposed else str(status),
         detail={"member": row, "operator": operator}))
-    return StatusChange(member, str(verdict.change), verdict.why)
+    return StatusChange(member, verdict.change, verdict.why)
 
 
 def revoke_card(site: Site, *, uid: str | None = None, credential: str | None = None,
@@ -127,9 +127,9 @@ def revoke_card(site: Site, *, uid: str | None = None, credential: str | None = 
     prefix = site.hasher(uid) if uid is not None else (credential or "")
     member, verdict, full = site.rules.revoke_credential(prefix)
     if verdict.change is Change.UNCHANGED:
-        return StatusChange(member, str(verdict.change), f"card {short(full)}: {verdict.why}")
+        return StatusChange(member, verdict.change, f"card {short(full)}: {verdict.why}")
     site.journal.append(Event(
         type=EventType.CREDENTIAL_REVOKED, member_id=member.id, member_name=member.name,
         plan=str(member.plan), credential=short(full), reason="revoked",
         detail={"credential_hash": full, "operator": operator}))
-    return StatusChange(member, str(verdict.change), f"card {short(full)} revoked")
+    return StatusChange(member, verdict.change, f"card {short(full)} revoked")

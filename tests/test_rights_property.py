@@ -51,7 +51,10 @@ PICK = st.integers(0, 63)  # which of whatever there is (see SiteMachine._pick)
 
 
 def within(row: dict[str, Any], limit: dict[str, Any]) -> list[str]:
-    """What `row` (a member) grants beyond `limit`: a better status, plan or validity."""
+    """What `row` (a member) grants beyond `limit`: a better status, plan or validity.
+
+    The model's own oracle, written apart from `accessd.rights.raises` on purpose: the model
+    must not share a mistake with the code it checks."""
     out = []
     if RANK[Status(row["status"])] < RANK[Status(limit["status"])]:
         out.append(f"status {limit['status']} -> {row['status']}")

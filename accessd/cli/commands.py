@@ -12,6 +12,7 @@ from accessd.config import Config, load_config
 from accessd.decision import Plan, Status
 from accessd.errors import AccessdError, ControlError
 from accessd.readers.uid import normalise_uid
+from accessd.rights import Change
 from accessd.store.journal import LogFilter
 from accessd.store.rules import Member
 
@@ -80,9 +81,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def _print_change(done: StatusChange, changed: str) -> None:
     """One line: what was done, or why nothing was (already so, or the office decides)."""
-    if done.change == "changed":
+    if done.change is Change.CHANGED:
         print(changed)
-    elif done.change == "proposed":
+    elif done.change is Change.PROPOSED:
         print(f"{done.message}; the request is journalled for the office")
     else:
         print(f"{done.message}: nothing changed")

@@ -7,7 +7,7 @@ a restart, and a rule snapshot is seen entirely or not at all.
 
 `origin` says whose a row is: `central` rows came in an office document and belong to the
 office; `site` rows are the host's, made here and not (yet) accepted by the office. The host
-may restrict an office member here (suspend, revoke, both at once) and add a card to one, but
+may restrict an office member here (suspend or revoke it) and add a card to one, but
 never raise one (docs/security.md). Every revocation also leaves a row in `revocations`, which
 outlives the member or card, so that nothing brings either back (accessd.rights).
 """
@@ -222,9 +222,9 @@ class RuleCache:
             if verdict.change is Change.REFUSED:
                 raise RevokedError(f"member {member_id}: {verdict.why}")
             if verdict.allowed and row[1] == "central" and not restricts(row[0], status):
-                verdict = Verdict(Change.PROPOSED, f"member {member_id} was {row[0]} by the "
-                                                   f"office: only the office can make it "
-                                                   f"{status} (asked)")
+                verdict = Verdict(Change.PROPOSED, f"member {member_id} is the office's "
+                                                   f"({row[0]}): only the office can make it "
+                                                   f"{status}")
             elif verdict.allowed:
                 now = format_ts(utcnow())
                 conn.execute("UPDATE members SET status = ?, updated_at = ? WHERE id = ?",
