@@ -111,7 +111,7 @@ def test_what_an_import_keeps_and_removes(store):
     counts = store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
                                           "status": "active"}], [])
     assert {m["id"] for m in store.rules("s1")[0]} == {"a", "m-1"}
-    assert counts["removed_members"] == 0
+    assert counts["removed_members"] == 0 and counts["kept_from_doors"] == ["m-1"]
     # ...until a file names it: then it is the file's, and goes when the file drops it
     store.import_members("s1", [{"id": "m-1", "name": "Zoé", "plan": "occasional",
                                  "status": "active"}], [{"hash": h, "member_id": "m-1"}])
@@ -120,6 +120,14 @@ def test_what_an_import_keeps_and_removes(store):
                                           "status": "active"}], [])
     assert {m["id"] for m in store.rules("s1")[0]} == {"a"} and store.rules("s1")[1] == []
     assert counts["removed_members"] == 1
+    # with exact, the file is the whole list
+    store.store_events([enrolled(3, "m-3", "cd" * 32)])
+    store.approve("s1", None, by="olivia")
+    assert "m-3" in {m["id"] for m in store.rules("s1")[0]}
+    counts = store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
+                                          "status": "active"}], [], exact=True)
+    assert {m["id"] for m in store.rules("s1")[0]} == {"a"} and store.rules("s1")[1] == []
+    assert counts["removed_members"] == 1 and counts["removed_credentials"] == 1
     # a pending proposal is not a row: an import neither removes nor accepts it
     store.store_events([enrolled(2, "m-2")])
     store.import_members("s1", [], [])

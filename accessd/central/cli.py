@@ -178,10 +178,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
             site_key = (store.site(args.site) or {}).get("credential_key")
             hasher = CredentialHasher(bytes.fromhex(site_key)) if site_key else None
             members, creds = read_members(args.members, hasher)
-            counts = store.import_members(args.site, members, creds)
+            counts = store.import_members(args.site, members, creds, exact=args.exact)
             print(f"{args.members}: {counts['members']} members, {counts['credentials']} "
                   f"cards; {counts['removed_members']} members and "
                   f"{counts['removed_credentials']} cards removed", file=sys.stderr)
+            if counts["kept_from_doors"]:
+                print(f"{args.members}: {len(counts['kept_from_doors'])} members accepted from "
+                      f"doors are not in the file, kept (--exact removes them): "
+                      f"{', '.join(counts['kept_from_doors'])}", file=sys.stderr)
             if counts["kept_revoked"]:
                 print(f"{args.members}: {counts['kept_revoked']} revoked for good, kept "
                       f"revoked: {', '.join(counts['kept_revoked_ids'])}", file=sys.stderr)
@@ -413,6 +417,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     _broker_opts(p)
     p.add_argument("--site", required=True, help="site id")
     p.add_argument("--members", type=Path, help="members file (.csv or .json) to import first")
+    p.add_argument("--exact", action="store_true",
+                   help="with --members: the file is the whole list, members accepted from "
+                        "doors that it does not name are removed too")
     p.add_argument("--key", type=Path, required=True, help="the office's private key")
     p.add_argument("--delta", action="store_true",
                    help="also send a delta from the previous version (faster for doors)")

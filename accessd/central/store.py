@@ -431,14 +431,16 @@ class CentralStore:
         return out
 
     def import_members(self, site: str, members: list[dict[str, Any]],
-                       credentials: list[dict[str, Any]]) -> dict[str, Any]:
+                       credentials: list[dict[str, Any]], *,
+                       exact: bool = False) -> dict[str, Any]:
         """Make the office's members file the truth for the site (docs/central.md).
 
         Every member and card the file names becomes what the file says, and the office's
         from then on. Office rows the file does not name are removed, with every card of a
         removed member. Rows the office accepted from a door (`origin` site: approved, or
-        admitted by the policy) stay until a file names them; once named, they are the
-        file's like any other. Pending proposals are not rows and are not touched.
+        admitted by the policy) stay until a file names them (`exact`: they go too); once
+        named, they are the file's like any other. Pending proposals are not rows and are
+        not touched.
         A revocation is terminal: a member or card ever revoked here stays revoked whatever
         the file says (`kept_revoked` lists them), and the file's revocations are recorded.
         """
@@ -455,12 +457,15 @@ class CentralStore:
                        for m in members]
             credentials = [{**c, "status": "revoked"} if c["hash"] in revoked_c else c
                            for c in credentials]
-            gone_c = [h for (h,) in self.rows(
-                "SELECT hash FROM credentials WHERE site = ? AND origin = 'central'", (site,))
-                if h not in hashes]
-            gone_m = [i for (i,) in self.rows(
-                "SELECT id FROM members WHERE site = ? AND origin = 'central'", (site,))
-                if i not in ids]
+            origins = ("central", "site") if exact else ("central",)
+            gone_c = [h for (h, origin) in self.rows(
+                "SELECT hash, origin FROM credentials WHERE site = ?", (site,))
+                if h not in hashes and origin in origins]
+            gone_m, from_doors = [], []
+            for i, origin in self.rows("SELECT id, origin FROM members WHERE site = ?",
+                                       (site,)):
+                if i not in ids:
+                    (gone_m if origin in origins else from_doors).append(i)
             self.executemany("DELETE FROM credentials WHERE site = ? AND hash = ?",
                              ((site, h) for h in gone_c))
             self.executemany("DELETE FROM credentials WHERE site = ? AND member_id = ?",
@@ -492,7 +497,8 @@ class CentralStore:
                    if c.get("status") == "revoked"])
         return {"members": len(members), "credentials": len(credentials),
                 "removed_members": len(gone_m), "removed_credentials": len(gone_c),
-                "kept_revoked": len(kept), "kept_revoked_ids": kept}
+                "kept_revoked": len(kept), "kept_revoked_ids": kept,
+                "kept_from_doors": sorted(from_doors)}
 
     def rules(self, site: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The site's members and credentials as they go into a snapshot."""
