@@ -10,6 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from accessd.central.store import CentralStore, open_store
+from accessd.errors import MemberNotFound
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -191,3 +192,28 @@ def test_advance_many_is_advance_for_every_door_in_one_transaction(store):
     assert store.stored_seq("s1") == {"d1": 2, "d2": 3, "d3": 7}
     assert store.advance_many([]) == {}
     assert all(store.advance(s, d) == m for (s, d), m in marks.items())
+
+
+def test_an_office_revocation_is_for_good(store):
+    from accessd.rights import Change
+
+    h = "ab" * 32
+    store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
+                                 "status": "active"}], [{"hash": h, "member_id": "a"}])
+    store.store_events([enrolled(1, "a", "cd" * 32, name="A", plan="subscriber")])
+    assert store.revoke("s1", member_id="a") is Change.CHANGED
+    assert store.revoke("s1", member_id="a") is Change.UNCHANGED
+    assert store.revoke("s1", credential_hash=h) is Change.CHANGED
+    assert [p["state"] for p in store.proposals("s1", state="all")] == ["rejected"]
+    counts = store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
+                                          "status": "active"}], [{"hash": h, "member_id": "a"}])
+    assert counts["kept_revoked"] == 2
+    members, creds = store.rules("s1")
+    assert members[0]["status"] == creds[0]["status"] == "revoked"
+    store.import_members("s1", [], [])
+    store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
+                                 "status": "active"}], [{"hash": h, "member_id": "a"}])
+    members, creds = store.rules("s1")
+    assert members[0]["status"] == creds[0]["status"] == "revoked"
+    with pytest.raises(MemberNotFound):
+        store.revoke("s1", member_id="nobody")

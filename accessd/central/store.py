@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from accessd.central.proposals import DoorChanges
+from accessd.central.proposals import DEFAULT_DAYS, DoorChanges
 from accessd.errors import MemberNotFound, StoreError
 from accessd.events import EventType, format_ts, parse_ts, utcnow
 from accessd.rights import Change
@@ -373,7 +373,7 @@ class CentralStore:
         return self.changes.reject(site, ids, by, note)
 
     def set_door_policy(self, site: str, door_enrolments: str,
-                        days: int = 30) -> None:
+                        days: int = DEFAULT_DAYS) -> None:
         self.changes.set_policy(site, door_enrolments, days)
 
     def door_policy(self, site: str) -> dict[str, Any]:
