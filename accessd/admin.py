@@ -4,6 +4,11 @@ The CLI is a thin layer over this: each function changes the rule cache in one t
 then journals the change (`member.enrolled`, `member.updated`, `credential.revoked`) with the
 member's record and the credential's keyed hash, never the card number. The running daemon
 reads the rule cache afresh on each tap, so a change takes effect at the next card.
+
+The journalled change is, for the office, a proposal: it reaches other doors only once the
+office accepts it (docs/central.md). A change that is already so writes nothing and journals
+nothing; a resume of a member the office sent is journalled as a request and changes nothing
+here (`StatusChange.change` says which).
 """
 
 from __future__ import annotations
@@ -25,8 +30,18 @@ from accessd.credentials import (
 from accessd.decision import Plan, Status
 from accessd.errors import AccessdError
 from accessd.events import Event, EventType
+from accessd.rights import Change
 from accessd.store.journal import Journal
 from accessd.store.rules import Member, RuleCache
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """What a suspend, resume or revoke did: `change` is changed, unchanged or proposed."""
+
+    member: Member
+    change: Change
+    message: str
 
 
 @dataclass
@@ -96,24 +111,31 @@ def enroll(site: Site, *, name: str, plan: Plan, uid: str | None = None,
     return member
 
 
-def set_status(site: Site, member_id: str, status: Status, operator: str = "host") -> Member:
-    member = site.rules.set_member_status(member_id, status)
+def set_status(site: Site, member_id: str, status: Status,
+               operator: str = "host") -> StatusChange:
+    """Suspend, resume or revoke a member (RevokedError out of `revoked`)."""
+    member, verdict = site.rules.set_member_status(member_id, status)
+    if verdict.change is Change.UNCHANGED:
+        return StatusChange(member, verdict.change, f"{member.id}: {verdict.why}")
+    proposed = verdict.change is Change.PROPOSED
+    row = _member_detail(member)
+    row["status"] = str(status)  # what the host asks for, when only the office may grant it
     site.journal.append(Event(
         type=EventType.MEMBER_UPDATED, member_id=member.id, member_name=member.name,
-        plan=str(member.plan), reason=str(status),
-        detail={"member": _member_detail(member), "operator": operator}))
-    return member
+        plan=str(member.plan), reason=f"{status}_requested" if proposed else str(status),
+        detail={"member": row, "operator": operator}))
+    return StatusChange(member, verdict.change, verdict.why)
 
 
 def revoke_card(site: Site, *, uid: str | None = None, credential: str | None = None,
-                operator: str = "host") -> Member:
+                operator: str = "host") -> StatusChange:
     """Revoke one card, named by its number or by the short hash `list`/`show` print."""
     prefix = site.hasher(uid) if uid is not None else (credential or "")
-    member = site.rules.revoke_credential(prefix)
-    full = next(c for c in site.rules.db.conn.execute(
-        "SELECT hash FROM credentials WHERE hash LIKE ?", (prefix.lower() + "%",)))[0]
+    member, verdict, full = site.rules.revoke_credential(prefix)
+    if verdict.change is Change.UNCHANGED:
+        return StatusChange(member, verdict.change, f"card {short(full)}: {verdict.why}")
     site.journal.append(Event(
         type=EventType.CREDENTIAL_REVOKED, member_id=member.id, member_name=member.name,
         plan=str(member.plan), credential=short(full), reason="revoked",
         detail={"credential_hash": full, "operator": operator}))
-    return member
+    return StatusChange(member, verdict.change, f"card {short(full)} revoked")

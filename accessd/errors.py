@@ -106,3 +106,13 @@ class CardStatusAnswer(AccessdError):
     def __init__(self, sw2: int) -> None:
         super().__init__(f"0x91{sw2:02X}")
         self.sw2 = sw2
+class RevokedError(AccessdError, ValueError):
+    """A revoked member or card cannot be made active or suspended again, nor re-enrolled."""
+
+
+class OfficeOwnedError(AccessdError, PermissionError):
+    """The change would make an office member more privileged: only the office can do that."""
+
+
+class ProposalError(AccessdError, LookupError):
+    """A door's proposed change cannot be found, or cannot be approved as it stands."""

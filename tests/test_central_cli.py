@@ -162,3 +162,78 @@ def test_entries_lists_recent_decisions(tmp_path, capsys, office):
     code, out, _ = run(capsys, "entries", "--store", str(office["db"]), "--site", "s1",
                        "--json", "--limit", "1")
     assert json.loads(out)["seq"] == 2
+
+
+def door_event(seq: int, type_: str, member: dict, card: str | None = None) -> dict:
+    detail: dict = {"member": member, "operator": "host"}
+    if card:
+        detail["credential_hash"] = card
+    return {"v": 1, "site": "s1", "door": "front", "seq": seq, "id": f"e{seq}",
+            "ts": "2026-11-02T10:00:00.000Z", "type": type_, "member_id": member["id"],
+            "clock_trusted": True, "detail": detail}
+
+
+def test_pending_approve_and_reject_door_proposals(tmp_path, capsys, office):
+    db = str(office["db"])
+    store = open_store(office["db"])
+    store.import_members("s1", [{"id": "a", "name": "Alice", "plan": "occasional",
+                                 "status": "active"}], [])
+    store.store_events([
+        door_event(1, "member.enrolled", {"id": "m-1", "name": "Zoé", "plan": "subscriber",
+                                          "status": "active"}, "ab" * 32),
+        door_event(2, "member.updated", {"id": "a", "name": "Alice", "plan": "subscriber",
+                                         "status": "active"})])
+    store.close()
+    code, out, err = run(capsys, "pending", "--store", db, "--site", "s1")
+    assert code == 0, err
+    assert "a new member" in out and "a new card" in out
+    assert "plan occasional -> subscriber" in out
+    assert "3 pending proposal(s) at s1; door enrolments: approve" in err
+    code, out, _ = run(capsys, "pending", "--store", db, "--site", "s1", "--json")
+    ids = {(p["kind"], p["member_id"]): p["id"] for p in map(json.loads, out.splitlines())}
+    # a card whose member is not accepted yet cannot be approved alone
+    code, _, err = run(capsys, "approve", "--store", db, "--site", "s1",
+                       str(ids[("card", "m-1")]))
+    assert code == 1 and "approve its enrolment first" in err
+    code, _, err = run(capsys, "approve", "--store", db, "--site", "s1",
+                       str(ids[("member", "m-1")]), str(ids[("card", "m-1")]), "--by", "olivia")
+    assert code == 0 and "2 approved" in err
+    code, _, err = run(capsys, "reject", "--store", db, str(ids[("member", "a")]),
+                       "--note", "not paid")
+    assert code == 0 and "1 rejected" in err
+    code, out, _ = run(capsys, "pending", "--store", db, "--site", "s1", "--state", "all")
+    assert "approved by olivia" in out and "not paid" in out
+    code, _, err = run(capsys, "reject", "--store", db, str(ids[("member", "a")]))
+    assert code == 1 and "no pending proposal" in err
+    code, _, err = run(capsys, "approve", "--store", db, "--site", "s1")
+    assert code == 1 and "--all" in err
+    store = open_store(office["db"])
+    members = {m["id"]: m for m in store.rules("s1")[0]}
+    store.close()
+    assert members["a"]["plan"] == "occasional" and members["m-1"]["plan"] == "subscriber"
+
+
+def test_site_sets_the_door_enrolment_policy(capsys, office):
+    db = str(office["db"])
+    code, out, _ = run(capsys, "site", "--store", db, "--site", "s1", "--door-enrolments",
+                       "auto-restricted", "--door-enrolment-days", "14")
+    assert code == 0
+    assert json.loads(out)["door_enrolments"] == {"door_enrolments": "auto-restricted",
+                                                  "days": 14}
+    code, _, err = run(capsys, "site", "--store", db, "--site", "s1",
+                       "--door-enrolment-days", "0")
+    assert code == 1 and "from 1 to 366" in err
+
+
+def test_revoke_at_the_office_is_for_good(capsys, office):
+    db = str(office["db"])
+    store = open_store(office["db"])
+    store.import_members("s1", [{"id": "a", "name": "Alice", "plan": "occasional",
+                                 "status": "active"}], [])
+    store.close()
+    code, out, _ = run(capsys, "revoke", "--store", db, "--site", "s1", "--member", "a")
+    assert code == 0 and "for good" in out
+    code, out, _ = run(capsys, "revoke", "--store", db, "--site", "s1", "--member", "a")
+    assert code == 0 and "already revoked" in out
+    code, _, err = run(capsys, "revoke", "--store", db, "--site", "s1", "--member", "zz")
+    assert code == 1 and "no member 'zz'" in err

@@ -114,9 +114,12 @@ def test_tap_to_office_and_office_revocation_to_door(tmp_path: Path, broker: Bro
         r = accessd(config, "enroll", "--name", "Chloé", "--plan", "subscriber",
                     "--card", CHLOE)
         assert r.returncode == 0, r.stderr
-        wait_for(lambda: any(m["name"] == "Chloé" for m in store.rules("s1")[0]),
-                 message="the enrolment reached the office")
-        # the office revokes Ben's card and publishes; Chloé is in the new rules
+        wait_for(lambda: any(p["proposed"].get("name") == "Chloé"
+                             for p in store.proposals("s1")),
+                 message="the enrolment reached the office, as a proposal")
+        assert not any(m["name"] == "Chloé" for m in store.rules("s1")[0])
+        # the office revokes Ben's card and publishes; Chloé is not in the new rules (the
+        # office has not decided), and her door keeps her
         store.revoke("s1", credential_hash=hasher(BEN))
         t0 = time.monotonic()
         publisher.send(publisher.build(store, key, "s1", delta=True),

@@ -10,6 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from accessd.central.store import CentralStore, open_store
+from accessd.errors import MemberNotFound
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -85,27 +86,79 @@ def test_a_purge_floor_lets_the_mark_jump_over_events_that_no_longer_exist(store
     assert store.advance("s1", "d1") == (11, None)
 
 
-def test_host_enrolments_reach_the_office_rules(store):
-    h = "ab" * 32
-    store.store_events([ev(1, type="member.enrolled", member_id="m-1", detail={
-        "member": {"id": "m-1", "name": "Zoé", "plan": "occasional", "status": "active",
+def enrolled(seq: int, mid: str, h: str | None = None, **member) -> dict:
+    return ev(seq, type="member.enrolled", member_id=mid, detail={
+        "member": {"id": mid, "name": "Zoé", "plan": "occasional", "status": "active",
                    "valid_from": None, "valid_until": None, "origin": "site",
-                   "updated_at": "2026-11-02T10:00:00.000Z"},
-        "credential_hash": h, "technology": "em4100"})])
+                   "updated_at": "2026-11-02T10:00:00.000Z", **member},
+        **({"credential_hash": h, "technology": "em4100"} if h else {})})
+
+
+def test_host_enrolments_reach_the_office_as_proposals(store):
+    h = "ab" * 32
+    store.store_events([enrolled(1, "m-1", h)])
+    assert store.rules("s1") == ([], [])  # never an office row by itself
+    pending = store.proposals("s1")
+    assert [(p["door"], p["seq"], p["kind"], p["member_id"], p["credential_hash"])
+            for p in pending] == [("d1", 1, "member", "m-1", None), ("d1", 1, "card", "m-1", h)]
+    assert pending[0]["grants"] == ["a new member"] and pending[1]["grants"] == ["a new card"]
+    assert store.pending_seqs("s1") == {"d1": [1]}
+    # a newer change of the same member from the same door replaces the pending row
+    store.store_events([enrolled(2, "m-1", plan="subscriber")])
+    assert [(p["seq"], p["proposed"]["plan"]) for p in store.proposals("s1")
+            if p["kind"] == "member"] == [(2, "subscriber")]
+    assert store.pending_seqs("s1") == {"d1": [1, 2]}
+    done = store.approve("s1", None, by="olivia")
+    assert [(p["kind"], p["state"], p["decided_by"]) for p in done] == [
+        ("member", "approved", "olivia"), ("card", "approved", "olivia")]
     members, creds = store.rules("s1")
     assert [(m["id"], m["origin"], m["plan"]) for m in members] == [("m-1", "site",
-                                                                      "occasional")]
+                                                                      "subscriber")]
     assert [(c["hash"], c["member_id"], c["status"]) for c in creds] == [(h, "m-1", "active")]
-    # the office list does not name her: she stays (the host enrolled her)
+    assert store.pending_seqs("s1") == {}
+
+
+def test_what_an_import_keeps_and_removes(store):
+    h = "ab" * 32
+    store.store_events([enrolled(1, "m-1", h)])
+    store.approve("s1", None, by="olivia")
+    # an approved door enrolment is not in the office's file: it stays...
+    counts = store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
+                                          "status": "active"}], [])
+    assert {m["id"] for m in store.rules("s1")[0]} == {"a", "m-1"}
+    assert counts["removed_members"] == 0 and counts["kept_from_doors"] == ["m-1"]
+    # ...until a file names it: then it is the file's, and goes when the file drops it
+    store.import_members("s1", [{"id": "m-1", "name": "Zoé", "plan": "occasional",
+                                 "status": "active"}], [{"hash": h, "member_id": "m-1"}])
+    assert [m["origin"] for m in store.rules("s1")[0]] == ["central"]
+    counts = store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
+                                          "status": "active"}], [])
+    assert {m["id"] for m in store.rules("s1")[0]} == {"a"} and store.rules("s1")[1] == []
+    assert counts["removed_members"] == 1
+    # with exact, the file is the whole list
+    store.store_events([enrolled(3, "m-3", "cd" * 32)])
+    store.approve("s1", None, by="olivia")
+    assert "m-3" in {m["id"] for m in store.rules("s1")[0]}
+    counts = store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
+                                          "status": "active"}], [], exact=True)
+    assert {m["id"] for m in store.rules("s1")[0]} == {"a"} and store.rules("s1")[1] == []
+    assert counts["removed_members"] == 1 and counts["removed_credentials"] == 1
+    # a pending proposal is not a row: an import neither removes nor accepts it
+    store.store_events([enrolled(2, "m-2")])
+    store.import_members("s1", [], [])
+    assert [p["member_id"] for p in store.proposals("s1")] == ["m-2"]
+    assert store.rules("s1") == ([], [])
+
+
+def test_a_removed_member_takes_the_cards_the_office_accepted_from_a_door(store):
+    h = "ef" * 32
     store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
                                  "status": "active"}], [])
-    assert {m["id"] for m in store.rules("s1")[0]} == {"a", "m-1"}
-    # the office revokes her card; a late host update cannot bring it back
-    store.revoke("s1", credential_hash=h)
-    store.store_events([ev(2, type="member.enrolled", member_id="m-1", detail={
-        "member": {"id": "m-1", "name": "Zoé", "plan": "occasional", "status": "active",
-                   "updated_at": "2026-11-02T11:00:00.000Z"}, "credential_hash": h})])
-    assert store.rules("s1")[1][0]["status"] == "revoked"
+    store.store_events([enrolled(1, "a", h, name="A", plan="subscriber")])
+    store.approve("s1", None, by="olivia")
+    assert [c["origin"] for c in store.rules("s1")[1]] == ["site"]
+    store.import_members("s1", [], [])
+    assert store.rules("s1") == ([], [])  # no card is left without its member
 
 
 def test_importing_the_same_list_twice_changes_nothing(store):
@@ -136,11 +189,12 @@ def test_a_mixed_batch_counts_new_rows_and_copies_as_row_by_row(store):
                             ev(21, door="d2"), ev(1)])
     assert (r.new, r.duplicates) == (5, 2)
     assert r.doors == {("s1", "d1"), ("s1", "d2")}
-    members, creds = store.rules("s1")
-    assert [m["id"] for m in members] == ["m9"] and creds[0]["hash"] == h
+    assert [(p["kind"], p["member_id"]) for p in store.proposals("s1")] == [
+        ("member", "m9"), ("card", "m9")]
     r = store.store_events([ev(1), enrol, ev(4)])  # the copy of a host change does nothing
     assert (r.new, r.duplicates) == (1, 2)
     assert store.count_events("s1") == 6
+    assert len(store.proposals("s1")) == 2
 
 
 def test_advance_many_is_advance_for_every_door_in_one_transaction(store):
@@ -152,3 +206,28 @@ def test_advance_many_is_advance_for_every_door_in_one_transaction(store):
     assert store.stored_seq("s1") == {"d1": 2, "d2": 3, "d3": 7}
     assert store.advance_many([]) == {}
     assert all(store.advance(s, d) == m for (s, d), m in marks.items())
+
+
+def test_an_office_revocation_is_for_good(store):
+    from accessd.rights import Change
+
+    h = "ab" * 32
+    store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
+                                 "status": "active"}], [{"hash": h, "member_id": "a"}])
+    store.store_events([enrolled(1, "a", "cd" * 32, name="A", plan="subscriber")])
+    assert store.revoke("s1", member_id="a") is Change.CHANGED
+    assert store.revoke("s1", member_id="a") is Change.UNCHANGED
+    assert store.revoke("s1", credential_hash=h) is Change.CHANGED
+    assert [p["state"] for p in store.proposals("s1", state="all")] == ["rejected"]
+    counts = store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
+                                          "status": "active"}], [{"hash": h, "member_id": "a"}])
+    assert counts["kept_revoked"] == 2
+    members, creds = store.rules("s1")
+    assert members[0]["status"] == creds[0]["status"] == "revoked"
+    store.import_members("s1", [], [])
+    store.import_members("s1", [{"id": "a", "name": "A", "plan": "subscriber",
+                                 "status": "active"}], [{"hash": h, "member_id": "a"}])
+    members, creds = store.rules("s1")
+    assert members[0]["status"] == creds[0]["status"] == "revoked"
+    with pytest.raises(MemberNotFound):
+        store.revoke("s1", member_id="nobody")

@@ -196,7 +196,8 @@ def test_a_delta_that_fails_halfway_leaves_nothing_behind(applier, rules, key):
     assert dump(rules) == before  # member c was inserted, then rolled back
 
 
-def test_a_host_enrolment_newer_than_the_snapshot_survives_it(applier, rules, key):
+def test_without_a_journal_a_host_enrolment_newer_than_the_snapshot_survives_it(rules, key):
+    applier = RuleApplier(rules, PublicKeys([key.public]), site="s1", door="d1")
     base(applier, key)
     issued = utcnow()
     later = rules.enroll(name="Newcomer", plan=Plan.OCCASIONAL, credential_hash=H[9])
@@ -211,7 +212,8 @@ def test_an_enrolment_the_office_has_not_stored_survives_by_sequence(applier, ru
                                                                     journal):
     base(applier, key)
     m = rules.enroll(name="Host's pick", plan=Plan.SUBSCRIBER, credential_hash=H[8])
-    journal.append(Event(EventType.MEMBER_ENROLLED, member_id=m.id))  # seq 1, not stored yet
+    journal.append(Event(EventType.MEMBER_ENROLLED, member_id=m.id,  # seq 1, not stored yet
+                         detail={"credential_hash": H[8]}))
     later = utcnow() + timedelta(hours=1)  # the office's clock is ahead: time alone fails
     doc = snapshot(key, 2, [member("a")], [cred(H[0], "a")], issued_at=later,
                    stored_seq={"d1": 0})

@@ -258,8 +258,15 @@ def cmd_site(args: argparse.Namespace) -> int:
                                    ) from None
         store.set_site(args.site, name=args.name, timezone=args.timezone,
                        credential_key=key, schedule=schedule)
+        if args.door_enrolment_days is not None and not 1 <= args.door_enrolment_days <= 366:
+            raise CentralError("--door-enrolment-days: from 1 to 366")
+        if args.door_enrolments or args.door_enrolment_days:
+            current = store.door_policy(args.site)
+            store.set_door_policy(args.site, args.door_enrolments or current["door_enrolments"],
+                                  args.door_enrolment_days or current["days"])
         info = store.site(args.site) or {}
         info["credential_key"] = "<set>" if info.get("credential_key") else None
+        info["door_enrolments"] = store.door_policy(args.site)
         print(json.dumps(info, indent=2))
     finally:
         store.close()
@@ -279,10 +286,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
             site_key = (store.site(args.site) or {}).get("credential_key")
             hasher = CredentialHasher(bytes.fromhex(site_key)) if site_key else None
             members, creds = read_members(args.members, hasher)
-            counts = store.import_members(args.site, members, creds)
+            counts = store.import_members(args.site, members, creds, exact=args.exact)
             print(f"{args.members}: {counts['members']} members, {counts['credentials']} "
                   f"cards; {counts['removed_members']} members and "
                   f"{counts['removed_credentials']} cards removed", file=sys.stderr)
+            if counts["kept_from_doors"]:
+                print(f"{args.members}: {len(counts['kept_from_doors'])} members accepted from "
+                      f"doors are not in the file, kept (--exact removes them): "
+                      f"{', '.join(counts['kept_from_doors'])}", file=sys.stderr)
+            if counts["kept_revoked"]:
+                print(f"{args.members}: {counts['kept_revoked']} revoked for good, kept "
+                      f"revoked: {', '.join(counts['kept_revoked_ids'])}", file=sys.stderr)
         docs = publisher.build(store, key, args.site, delta=args.delta)
     finally:
         store.close()
@@ -299,16 +313,86 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    from accessd.rights import Change
+
     if not (args.member or args.credential):
         raise CentralError("name a --member or a --credential to revoke")
     store = _open(args)
     try:
-        n = store.revoke(args.site, member_id=args.member, credential_hash=args.credential)
+        done = store.revoke(args.site, member_id=args.member, credential_hash=args.credential)
     finally:
         store.close()
-    if not n:
-        raise CentralError("nothing matched at this site")
-    print("revoked; run `accessd central publish` to send it to the doors")
+    if done is Change.UNCHANGED:
+        print("already revoked: nothing changed")
+        return 0
+    print("revoked for good; run `accessd central publish` to send it to the doors")
+    return 0
+
+
+def _operator() -> str:
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or "office"
+
+
+def _print_proposals(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        for p in rows:
+            print(json.dumps(p, sort_keys=True, ensure_ascii=False))
+        return
+    for p in rows:
+        row = p["proposed"]
+        if p["kind"] == "member":
+            what = (f"member {p['member_id']} {row.get('name')!r} {row.get('plan')} "
+                    f"{row.get('status')}, valid {row.get('valid_from') or '…'} → "
+                    f"{row.get('valid_until') or '…'}")
+        else:
+            what = f"card {p['credential_hash'][:12]} {row.get('status')} for {p['member_id']}"
+        grants = ", ".join(p["grants"]) or "nothing more than the office has"
+        print(f"{p['id']:>5}  {p['received_at'][:16].replace('T', ' ')}  {p['site']}/"
+              f"{p['door']} #{p['seq']}  {p['state']:<8}  {what}\n       grants: {grants}"
+              + (f"\n       done at once: {p['applied']}" if p["applied"] else "")
+              + (f"\n       {p['state']} by {p['decided_by']}" if p["decided_by"] else "")
+              + (f": {p['note']}" if p["note"] else ""))
+
+
+def cmd_pending(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        rows = store.proposals(args.site, state=args.state)
+        policy = store.door_policy(args.site)
+    finally:
+        store.close()
+    _print_proposals(rows, args.json)
+    if not args.json:
+        print(f"{len(rows)} {args.state if args.state != 'all' else ''} proposal(s) at "
+              f"{args.site}; door enrolments: {policy['door_enrolments']}".replace("  ", " "),
+              file=sys.stderr)
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    if bool(args.ids) == args.all:
+        raise CentralError("give proposal ids, or --all (not both)")
+    store = _open(args)
+    try:
+        done = store.approve(args.site, None if args.all else args.ids, by=args.by)
+    finally:
+        store.close()
+    _print_proposals(done, args.json)
+    approved = sum(p["state"] == "approved" for p in done)
+    print(f"{approved} approved, {len(done) - approved} rejected (revoked at the office); run "
+          "`accessd central publish` to send them to the doors", file=sys.stderr)
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        done = store.reject(args.site, args.ids, by=args.by, note=args.note)
+    finally:
+        store.close()
+    _print_proposals(done, args.json)
+    print(f"{len(done)} rejected; the next publish removes them at the door that proposed "
+          "them", file=sys.stderr)
     return 0
 
 
@@ -483,23 +567,59 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--closes", help="closing time, HH:MM")
     p.add_argument("--days", help="open days, e.g. mon,tue,wed,thu,fri")
     p.add_argument("--closures", help="closed dates, comma separated YYYY-MM-DD ('' clears)")
+    p.add_argument("--door-enrolments", choices=("approve", "auto-restricted"),
+                   help="what becomes of a door's enrolments: approve (default: each waits "
+                        "for `approve`) or auto-restricted (a new member is admitted at once "
+                        "as occasional, for --door-enrolment-days)")
+    p.add_argument("--door-enrolment-days", type=int, metavar="N",
+                   help="auto-restricted: days a new member is admitted for (default 30)")
 
     p = add("publish", cmd_publish, "Sign and publish a site's rules (from a members file).")
     _store_opt(p)
     _broker_opts(p)
     p.add_argument("--site", required=True, help="site id")
     p.add_argument("--members", type=Path, help="members file (.csv or .json) to import first")
+    p.add_argument("--exact", action="store_true",
+                   help="with --members: the file is the whole list, members accepted from "
+                        "doors that it does not name are removed too")
     p.add_argument("--key", type=Path, required=True, help="the office's private key")
     p.add_argument("--delta", action="store_true",
                    help="also send a delta from the previous version (faster for doors)")
     p.add_argument("--no-send", action="store_true",
                    help="record the signed version without publishing it")
 
-    p = add("revoke", cmd_revoke, "Revoke a member or a card at the office (wins at the door).")
+    p = add("revoke", cmd_revoke, "Revoke a member or a card at the office, for good.")
     _store_opt(p)
     p.add_argument("--site", required=True, help="site id")
     p.add_argument("--member", help="member id")
     p.add_argument("--credential", help="full credential hash")
+
+    p = add("pending", cmd_pending, "List the changes doors proposed, and what each grants.")
+    _store_opt(p)
+    p.add_argument("--site", required=True, help="site id")
+    p.add_argument("--state", default="pending",
+                   choices=("pending", "approved", "rejected", "all"),
+                   help="which proposals (default pending)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = add("approve", cmd_approve, "Accept proposals from doors: they go out at the next "
+                                    "publish.")
+    _store_opt(p)
+    p.add_argument("ids", nargs="*", type=int, metavar="ID", help="proposal ids (from pending)")
+    p.add_argument("--all", action="store_true", help="every pending proposal of the site")
+    p.add_argument("--site", required=True, help="site id")
+    p.add_argument("--by", default=_operator(),
+                   help="who decides (recorded; default $SUDO_USER or $USER)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = add("reject", cmd_reject, "Refuse proposals from doors: the proposing door drops them.")
+    _store_opt(p)
+    p.add_argument("ids", nargs="+", type=int, metavar="ID", help="proposal ids (from pending)")
+    p.add_argument("--site", help="only at this site")
+    p.add_argument("--note", help="why (recorded)")
+    p.add_argument("--by", default=_operator(),
+                   help="who decides (recorded; default $SUDO_USER or $USER)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
 
     p = add("command", cmd_command, "Send a signed command to one door.")
     _broker_opts(p)

@@ -38,14 +38,22 @@ def _norm(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
 
 def build(store: CentralStore, key: OfficeKey, site: str, *, delta: bool = False,
           ) -> Documents:
-    """The next version's snapshot (and delta from the previous one if asked), recorded."""
+    """The next version's snapshot (and delta from the previous one if asked), recorded.
+
+    Read in this order, so that a door never drops a change the office accepted or has
+    not decided: the stored marks, then the pending proposals, then the rows. A proposal
+    stored after the marks are read is above them; one decided after the pending list is
+    read is still listed (kept a version longer); one approved before it is in the rows.
+    """
+    stored = store.stored_seq(site)
+    pending = store.pending_seqs(site)
     members, creds = store.rules(site)
     info = store.site(site) or {}
     schedule = info.get("schedule")
-    stored = store.stored_seq(site)
     version = store.latest_version(site) + 1
     snapshot = make_snapshot(key, site=site, version=version, members=members,
-                             credentials=creds, schedule=schedule, stored_seq=stored)
+                             credentials=creds, schedule=schedule, stored_seq=stored,
+                             pending=pending)
     issued = snapshot["payload"]["issued_at"]
     previous_text = store.latest_snapshot(site)
     delta_doc, changes = None, len(members) + len(creds)
@@ -67,7 +75,8 @@ def build(store: CentralStore, key: OfficeKey, site: str, *, delta: bool = False
                                    base_version=prev["version"], members=up_m,
                                    credentials=up_c, removed_members=gone_m,
                                    removed_credentials=gone_c, schedule=new_schedule,
-                                   stored_seq=stored, issued_at=_parse(issued))
+                                   stored_seq=stored, issued_at=_parse(issued),
+                                   pending=pending)
     elif delta:
         log.info("site %s: no previous version, publishing a full snapshot only", site)
     store.record_version(site, version, issued, encode(snapshot).decode("utf-8"),

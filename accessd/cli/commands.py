@@ -7,12 +7,13 @@ import os
 import sys
 from typing import Any
 
-from accessd.admin import Site, enroll, revoke_card, set_status
+from accessd.admin import Site, StatusChange, enroll, revoke_card, set_status
 from accessd.cli.main import print_json
 from accessd.config import Config, load_config
 from accessd.decision import Plan, Status
 from accessd.errors import AccessdError, ControlError
 from accessd.readers.uid import normalise_uid
+from accessd.rights import Change
 from accessd.store.journal import LogFilter
 from accessd.store.rules import Member
 
@@ -79,30 +80,41 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_change(done: StatusChange, changed: str) -> None:
+    """One line: what was done, or why nothing was (already so, or the office decides)."""
+    if done.change is Change.CHANGED:
+        print(changed)
+    elif done.change is Change.PROPOSED:
+        print(f"{done.message}; the request is journalled for the office")
+    else:
+        print(f"{done.message}: nothing changed")
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
     with Site.open(_config(args)) as site:
         if args.member:
-            member = set_status(site, args.member, Status.REVOKED, args.operator)
-            print(f"revoked member {member.id} ({member.name}): all cards refused")
+            done = set_status(site, args.member, Status.REVOKED, args.operator)
+            m = done.member
+            _print_change(done, f"revoked member {m.id} ({m.name}): all cards refused")
         else:
             uid = normalise_uid(args.card) if args.card else None
-            member = revoke_card(site, uid=uid, credential=args.credential,
-                                 operator=args.operator)
-            print(f"revoked one card of {member.id} ({member.name})")
+            done = revoke_card(site, uid=uid, credential=args.credential,
+                               operator=args.operator)
+            _print_change(done, f"revoked one card of {done.member.id} ({done.member.name})")
     return 0
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
     with Site.open(_config(args)) as site:
-        m = set_status(site, args.member, Status.SUSPENDED, args.operator)
-    print(f"suspended {m.id} ({m.name})")
+        done = set_status(site, args.member, Status.SUSPENDED, args.operator)
+    _print_change(done, f"suspended {done.member.id} ({done.member.name})")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     with Site.open(_config(args)) as site:
-        m = set_status(site, args.member, Status.ACTIVE, args.operator)
-    print(f"resumed {m.id} ({m.name})")
+        done = set_status(site, args.member, Status.ACTIVE, args.operator)
+    _print_change(done, f"resumed {done.member.id} ({done.member.name})")
     return 0
 
 

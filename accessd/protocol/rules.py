@@ -25,7 +25,8 @@ def make_snapshot(key: OfficeKey, *, site: str, version: int,
                   members: list[dict[str, Any]], credentials: list[dict[str, Any]],
                   schedule: dict[str, Any] | None = None,
                   stored_seq: dict[str, int] | None = None,
-                  issued_at: datetime | None = None) -> dict[str, Any]:
+                  issued_at: datetime | None = None,
+                  pending: dict[str, list[int]] | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "v": 1, "kind": "snapshot", "site": site, "version": version,
         "issued_at": format_ts(issued_at or utcnow()),
@@ -36,6 +37,8 @@ def make_snapshot(key: OfficeKey, *, site: str, version: int,
         payload["schedule"] = schedule
     if stored_seq:
         payload["stored_seq"] = stored_seq
+    if pending:
+        payload["pending"] = pending  # per door, its changes the office has not decided
     validate("rules", payload)
     return key.sign(payload)
 
@@ -46,7 +49,8 @@ def make_delta(key: OfficeKey, *, site: str, version: int, base_version: int,
                removed_members: Sequence[str] = (), removed_credentials: Sequence[str] = (),
                schedule: dict[str, Any] | None = None,
                stored_seq: dict[str, int] | None = None,
-               issued_at: datetime | None = None) -> dict[str, Any]:
+               issued_at: datetime | None = None,
+               pending: dict[str, list[int]] | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "v": 1, "kind": "delta", "site": site, "version": version,
         "base_version": base_version, "issued_at": format_ts(issued_at or utcnow()),
@@ -59,6 +63,8 @@ def make_delta(key: OfficeKey, *, site: str, version: int, base_version: int,
         payload["schedule"] = schedule
     if stored_seq:
         payload["stored_seq"] = stored_seq
+    if pending:
+        payload["pending"] = pending  # per door, its changes the office has not decided
     validate("rules", payload)
     return key.sign(payload)
 

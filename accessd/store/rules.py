@@ -4,6 +4,12 @@ The daemon answers every tap from this file and nothing else, so the door works 
 network. Writers (the host's CLI, the rule sync) change it in single transactions; the daemon
 reads each tap afresh through an indexed lookup, so an enrolment takes effect at once without
 a restart, and a rule snapshot is seen entirely or not at all.
+
+`origin` says whose a row is: `central` rows came in an office document and belong to the
+office; `site` rows are the host's, made here and not (yet) accepted by the office. The host
+may restrict an office member here (suspend or revoke it) and add a card to one, but
+never raise one (docs/security.md). Every revocation also leaves a row in `revocations`, which
+outlives the member or card, so that nothing brings either back (accessd.rights).
 """
 
 from __future__ import annotations
@@ -19,8 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from accessd.decision import Grant, Plan, Status
-from accessd.errors import CorruptRecord, DuplicateCredential, MemberNotFound, StoreError
+from accessd.errors import (
+    CorruptRecord,
+    DuplicateCredential,
+    MemberNotFound,
+    OfficeOwnedError,
+    RevokedError,
+    StoreError,
+)
 from accessd.events import format_ts, utcnow
+from accessd.rights import Change, Verdict, restricts, transition
 from accessd.schedule import Schedule
 from accessd.store.db import connect, transaction
 
@@ -46,6 +60,12 @@ CREATE TABLE IF NOT EXISTS credentials (
 );
 CREATE INDEX IF NOT EXISTS credentials_member ON credentials(member_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revocations (
+    kind TEXT NOT NULL CHECK (kind IN ('member', 'credential')),
+    key TEXT NOT NULL,
+    revoked_at TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
 """
 
 _LOOKUP = """
@@ -138,18 +158,43 @@ class RuleCache:
                valid_from: date | None = None, valid_until: date | None = None,
                member_id: str | None = None, technology: str | None = None,
                origin: str = "site") -> Member:
-        """Create a member (or add a card to an existing one) in one transaction."""
+        """Create a member (or add a card to an existing one) in one transaction.
+
+        A card that was ever revoked here is refused (a new card is needed), and so is a
+        revoked member. An office member keeps the office's name, plan and dates: the host
+        may add a card to it (the office decides whether other doors take it), not change it.
+        """
         if valid_from and valid_until and valid_until < valid_from:
             raise ValueError("the validity ends before it starts")
         now = format_ts(utcnow())
         with self.transaction() as conn:
             if credential_hash is not None:
-                taken = conn.execute("SELECT member_id FROM credentials WHERE hash = ?",
+                taken = conn.execute("SELECT member_id, status FROM credentials WHERE hash = ?",
                                      (credential_hash,)).fetchone()
+                if (taken and taken[1] == "revoked") or _tombstoned(conn, "credential",
+                                                                    credential_hash):
+                    raise RevokedError("this card was revoked: a revoked card is never "
+                                       "enrolled again (enrol a new card)")
                 if taken:
                     raise DuplicateCredential(f"this card is already enrolled to {taken[0]}")
-            if member_id and conn.execute("SELECT 1 FROM members WHERE id = ?",
-                                          (member_id,)).fetchone():
+            row = conn.execute("SELECT status, origin, plan, valid_from, valid_until FROM "
+                               "members WHERE id = ?", (member_id,)).fetchone() \
+                if member_id else None
+            if member_id and (_tombstoned(conn, "member", member_id)
+                              or (row and row[0] == "revoked")):
+                raise RevokedError(f"member {member_id} is revoked for good: a revoked member "
+                                   "gets no card and no change")
+            if row is not None and row[1] == "central":
+                given = (str(plan), _iso(valid_from), _iso(valid_until))
+                if any(g is not None and g != o for g, o in zip(given, row[2:], strict=True)):
+                    raise OfficeOwnedError(
+                        f"member {member_id} is the office's (plan {row[2]}, valid "
+                        f"{row[3] or '…'} → {row[4] or '…'}): its plan and dates change at "
+                        "the office; enrol the card without changing them")
+                if credential_hash is None:
+                    raise OfficeOwnedError(f"member {member_id} is the office's: its name, "
+                                           "plan and dates change at the office")
+            elif row is not None:
                 conn.execute("UPDATE members SET name = ?, plan = ?, valid_from = ?, "
                              "valid_until = ?, updated_at = ? WHERE id = ?",
                              (name, str(plan), _iso(valid_from), _iso(valid_until), now,
@@ -166,28 +211,58 @@ class RuleCache:
                     "INSERT INTO credentials (hash, member_id, status, technology, origin, "
                     "enrolled_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?)",
                     (credential_hash, member_id, technology, origin, now, now))
+        assert member_id is not None
         return self.member(member_id)
 
-    def set_member_status(self, member_id: str, status: Status) -> Member:
+    def set_member_status(self, member_id: str, status: Status) -> tuple[Member, Verdict]:
+        """Suspend, resume or revoke a member, as far as `accessd.rights` allows.
+
+        Already so: nothing is written (UNCHANGED). Out of `revoked`: RevokedError. Making
+        an office member less restricted (a resume) is not the host's to do: nothing is
+        written here and the verdict is PROPOSED (the caller journals the request).
+        """
         with self.transaction() as conn:
-            cur = conn.execute("UPDATE members SET status = ?, updated_at = ? WHERE id = ?",
-                               (str(status), format_ts(utcnow()), member_id))
-            if cur.rowcount == 0:
+            row = conn.execute("SELECT status, origin FROM members WHERE id = ?",
+                               (member_id,)).fetchone()
+            if row is None:
                 raise MemberNotFound(f"no member {member_id!r}")
-        return self.member(member_id)
+            verdict = transition(row[0], status)
+            if verdict.change is Change.REFUSED:
+                raise RevokedError(f"member {member_id}: {verdict.why}")
+            if verdict.allowed and row[1] == "central" and not restricts(row[0], status):
+                verdict = Verdict(Change.PROPOSED, f"member {member_id} is the office's "
+                                                   f"({row[0]}): only the office can make it "
+                                                   f"{status}")
+            elif verdict.allowed:
+                now = format_ts(utcnow())
+                conn.execute("UPDATE members SET status = ?, updated_at = ? WHERE id = ?",
+                             (str(status), now, member_id))
+                if status is Status.REVOKED:
+                    tombstone(conn, "member", member_id, now)
+        return self.member(member_id), verdict
 
-    def revoke_credential(self, credential_hash_prefix: str) -> Member:
-        """Revoke one card, named by its (short) keyed hash."""
+    def revoke_credential(self, credential_hash_prefix: str) -> tuple[Member, Verdict, str]:
+        """Revoke one card, named by its (short) keyed hash: (member, verdict, full hash)."""
         with self.transaction() as conn:
-            rows = conn.execute("SELECT hash, member_id FROM credentials WHERE hash LIKE ?",
+            rows = conn.execute("SELECT hash, member_id, status FROM credentials "
+                                "WHERE hash LIKE ?",
                                 (credential_hash_prefix.lower() + "%",)).fetchall()
             if not rows:
                 raise MemberNotFound(f"no credential {credential_hash_prefix!r}")
             if len(rows) > 1:
                 raise MemberNotFound(f"{credential_hash_prefix!r} matches several credentials")
-            conn.execute("UPDATE credentials SET status = 'revoked', updated_at = ? "
-                         "WHERE hash = ?", (format_ts(utcnow()), rows[0][0]))
-        return self.member(rows[0][1])
+            full, member_id, current = rows[0]
+            verdict = transition(current, Status.REVOKED, "card")
+            if verdict.allowed:
+                now = format_ts(utcnow())
+                conn.execute("UPDATE credentials SET status = 'revoked', updated_at = ? "
+                             "WHERE hash = ?", (now, full))
+                tombstone(conn, "credential", full, now)
+        return self.member(member_id), verdict, full
+
+    def revoked(self) -> tuple[set[str], set[str]]:
+        """Every member id and card hash ever revoked here (kept after the rows go)."""
+        return _revoked(self.db.conn)
 
     # -- reading ------------------------------------------------------------------------
     def member(self, member_id: str) -> Member:
@@ -248,6 +323,27 @@ class RuleCache:
             ":origin, :enrolled_at, :updated_at)",
             ({"technology": None, "origin": "central", "enrolled_at": now,
               "updated_at": now, "status": "active", **c} for c in credentials))
+
+
+def tombstone(conn: sqlite3.Connection, kind: str, key: str, when: str) -> None:
+    """Remember a revocation for good, inside the caller's transaction."""
+    conn.execute("INSERT INTO revocations (kind, key, revoked_at) VALUES (?, ?, ?) "
+                 "ON CONFLICT (kind, key) DO NOTHING", (kind, key, when))
+
+
+def _tombstoned(conn: sqlite3.Connection, kind: str, key: str) -> bool:
+    return conn.execute("SELECT 1 FROM revocations WHERE kind = ? AND key = ?",
+                        (kind, key)).fetchone() is not None
+
+
+def _revoked(conn: sqlite3.Connection) -> tuple[set[str], set[str]]:
+    members, creds = set(), set()
+    for kind, key in conn.execute("SELECT kind, key FROM revocations"):
+        (members if kind == "member" else creds).add(key)
+    members |= {r[0] for r in conn.execute("SELECT id FROM members WHERE status = 'revoked'")}
+    creds |= {r[0] for r in conn.execute(
+        "SELECT hash FROM credentials WHERE status = 'revoked'")}
+    return members, creds
 
 
 def _iso(d: date | None) -> str | None:

@@ -4,9 +4,18 @@ Order of checks: size, JSON, depth, signature, schema, site, version, calendar. 
 transaction replaces the rules; the daemon keeps answering taps from the previous rules until
 the commit (WAL readers see the old snapshot), and a failure anywhere rolls everything back.
 
-Host enrolments the office may not know yet are kept: a member whose local change was made
-after the document was issued, or journalled after the last event the office had stored
-(`stored_seq`), keeps its local rows, except that an office revocation still applies.
+What the host changed here and the office has not decided yet is kept (docs/protocol.md):
+a change journalled after the last event the office had stored (`stored_seq`), or one the
+office lists as still pending (`pending`); without a journal to ask, a change made after the
+document was issued. The host's
+own rows (`origin` site) stay as they are, and a restriction the host made to an office row
+(a suspension) stays, but nothing the host did ever outranks an office restriction. Everything
+else becomes what the document says, and its rows become the office's. A decided change is
+settled by the document itself: approved, its rows are in it; rejected, they are not, and go.
+
+Revocation is terminal (accessd.rights): a document that says `active` or `suspended` for a
+member or card revoked here, even one it had removed since, leaves it revoked; the outcome
+lists it (`refused_unrevoke`) and the uplink journals that with `rules.applied`.
 """
 
 from __future__ import annotations
@@ -14,18 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from accessd.errors import ProtocolError, ScheduleError
-from accessd.events import EventType
+from accessd.events import EventType, format_ts, utcnow
 from accessd.protocol.codec import SNAPSHOT_MAX_BYTES
 from accessd.protocol.rules import read_rule_document
 from accessd.protocol.signing import PublicKeys, reason_of
+from accessd.rights import stricter
 from accessd.schedule import check_calendar
 from accessd.store.journal import Journal
-from accessd.store.rules import RuleCache
+from accessd.store.rules import RuleCache, tombstone
 
 log = logging.getLogger(__name__)
 
@@ -79,176 +88,193 @@ class RuleApplier:
             return Outcome(reason="bad_calendar", detail={**info, "error": str(exc)})
         try:
             with self.rules.transaction() as conn:
-                keep = self._unsynced(conn, doc)
-                if doc["kind"] == "snapshot":
-                    self._snapshot(conn, doc, keep)
-                else:
-                    self._delta(conn, doc, keep)
+                merge = _Merge(conn, doc, self._unsettled(conn, doc))
+                merge.write(conn)
+                if "schedule" in doc:
+                    self.rules.set_meta(conn, "schedule",
+                                        json.dumps(doc["schedule"], sort_keys=True))
+                elif doc["kind"] == "snapshot":
+                    conn.execute("DELETE FROM meta WHERE key = 'schedule'")
                 self._meta(conn, doc)
         except (sqlite3.IntegrityError, ValueError) as exc:
             return Outcome(reason="inconsistent", request_snapshot=doc["kind"] == "delta",
                            detail={**info, "error": str(exc)})
         counts = self.rules.counts()
-        return Outcome(applied=True, detail={**info, **counts, "kept_local": len(keep)})
+        detail = {**info, **counts, "kept_local": merge.kept}
+        if merge.refused_members or merge.refused_credentials:
+            detail["refused_unrevoke"] = {"members": sorted(merge.refused_members),
+                                          "credentials": sorted(h[:12] for h in
+                                                                merge.refused_credentials)}
+            log.warning("rules version %s says active for what was revoked here; kept "
+                        "revoked: %s", doc["version"], detail["refused_unrevoke"])
+        return Outcome(applied=True, detail=detail)
 
-    # -- host enrolments the office may not have yet ------------------------------------
-    def _unsynced(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> set[str]:
-        issued = doc["issued_at"]
-        keep = {r[0] for r in conn.execute(
-            "SELECT id FROM members WHERE origin = 'site' AND updated_at > ? UNION "
-            "SELECT member_id FROM credentials WHERE origin = 'site' AND updated_at > ?",
-            (issued, issued))}
-        stored = doc.get("stored_seq", {}).get(self.door)
-        if stored is not None and self.journal is not None:
-            marks = ",".join("?" * len(HOST_CHANGES))
-            keep |= {r[0] for r in self.journal.conn.execute(
-                f"SELECT DISTINCT member_id FROM events WHERE seq > ? AND type IN ({marks}) "
-                "AND member_id IS NOT NULL", (stored, *HOST_CHANGES))}
-        local = {r[0] for r in conn.execute("SELECT id FROM members")}
-        keep &= local
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS sync_keep (id TEXT PRIMARY KEY)")
-        conn.execute("DELETE FROM sync_keep")
-        conn.executemany("INSERT INTO sync_keep VALUES (?)", ((k,) for k in keep))
-        return keep
-
-    # -- writing ------------------------------------------------------------------------
-    def _snapshot(self, conn: sqlite3.Connection, doc: dict[str, Any], keep: set[str]) -> None:
-        """Make the cache what the snapshot says, writing only the rows that differ.
-
-        The same end state as deleting every row the host does not keep and inserting the
-        document's: a member or card absent from the document goes (with the cards of a member
-        that goes), a kept member's rows stay (an office revocation still applies), every
-        other row becomes the document's. Rows that are already so are not touched: a
-        snapshot that changes 1 % of the members writes 1 % of the rows (and of the WAL).
-        An office row without timestamps (the wire form leaves them out) keeps the ones it
-        has when its content is unchanged, and takes `issued_at` when it is new or changed.
-        """
-        issued = doc["issued_at"]
-        have_m = {r[0]: r[1:] for r in conn.execute(
-            "SELECT id, name, plan, status, valid_from, valid_until, origin, updated_at "
-            "FROM members")}
-        have_c = {r[0]: r[1:] for r in conn.execute(
-            "SELECT hash, member_id, status, technology, origin, enrolled_at, updated_at "
-            "FROM credentials")}
-
-        members, revoke_members, wanted_m = [], [], set()
-        for m in doc["members"]:
-            mid = m["id"]
-            wanted_m.add(mid)
-            if mid in keep:
-                if m["status"] == "revoked":  # an office revocation wins over local changes
-                    old = have_m.get(mid)
-                    if old is not None and old[2] != "revoked":
-                        revoke_members.append((mid,))
-                continue
-            row = (m["name"], m["plan"], m["status"], m.get("valid_from"),
-                   m.get("valid_until"), m.get("origin", "central"))
-            old = have_m.get(mid)
-            if "updated_at" in m:
-                stamp = m["updated_at"]
-            elif old is not None and old[:6] == row:
-                continue  # unchanged office row: keep it and its timestamp
-            else:
-                stamp = issued
-            if old is None or old != (*row, stamp):
-                members.append((mid, *row, stamp))
-        gone_m = [(i,) for i in have_m if i not in wanted_m and i not in keep]
-
-        creds, revoke_creds, wanted_c = [], [], set()
-        for c in doc["credentials"]:
-            h = c["hash"]
-            wanted_c.add(h)
-            old = have_c.get(h)
-            if old is not None and old[0] in keep:  # the host's card stays the host's
-                if c["status"] == "revoked" and old[1] != "revoked":
-                    revoke_creds.append((h,))
-                continue
-            row = (c["member_id"], c["status"], c.get("technology"), c.get("origin", "central"))
-            if "updated_at" in c or "enrolled_at" in c:
-                stamps = (c.get("enrolled_at", issued), c.get("updated_at", issued))
-            elif old is not None and old[:4] == row:
-                continue
-            else:
-                stamps = (old[4] if old is not None else issued, issued)
-            if old is None or old != (*row, *stamps):
-                creds.append((h, *row, *stamps))
-        gone_c = [(h,) for h, old in have_c.items() if h not in wanted_c and old[0] not in keep]
-
-        # cards first, then members (a departing member's remaining cards go by cascade);
-        # members are written before the cards that refer to them
-        conn.executemany("DELETE FROM credentials WHERE hash = ?", gone_c)
-        conn.executemany("DELETE FROM members WHERE id = ?", gone_m)
-        conn.executemany(
-            "INSERT INTO members (id, name, plan, status, valid_from, valid_until, origin, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "name = excluded.name, plan = excluded.plan, status = excluded.status, "
-            "valid_from = excluded.valid_from, valid_until = excluded.valid_until, "
-            "origin = excluded.origin, updated_at = excluded.updated_at", members)
-        conn.executemany("UPDATE members SET status = 'revoked' WHERE id = ?", revoke_members)
-        conn.executemany(
-            "INSERT INTO credentials (hash, member_id, status, technology, origin, "
-            "enrolled_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(hash) DO "
-            "UPDATE SET member_id = excluded.member_id, status = excluded.status, "
-            "technology = excluded.technology, origin = excluded.origin, "
-            "enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at", creds)
-        conn.executemany("UPDATE credentials SET status = 'revoked' WHERE hash = ?",
-                         revoke_creds)
-        if "schedule" in doc:
-            self.rules.set_meta(conn, "schedule", json.dumps(doc["schedule"], sort_keys=True))
+    # -- what the host changed here that the office has not decided yet --------------------
+    def _unsettled(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> Unsettled:
+        members: set[str] = set()
+        statuses: set[str] = set()
+        creds: set[str] = set()
+        if self.journal is None:  # no journal to ask (tools, tests): the host's clock decides
+            issued = doc["issued_at"]
+            for mid, origin in conn.execute("SELECT id, origin FROM members WHERE "
+                                            "updated_at > ?", (issued,)):
+                (members if origin == "site" else statuses).add(mid)
+            for h, mid, origin in conn.execute(
+                    "SELECT hash, member_id, origin FROM credentials WHERE updated_at > ?",
+                    (issued,)):
+                creds.add(h)
+                if origin == "site":
+                    members.add(mid)
         else:
-            conn.execute("DELETE FROM meta WHERE key = 'schedule'")
-
-    def _delta(self, conn: sqlite3.Connection, doc: dict[str, Any], keep: set[str]) -> None:
-        self._upsert(conn, doc, doc.get("members", []), doc.get("credentials", []), keep)
-        conn.executemany(
-            "DELETE FROM credentials WHERE hash = ? AND member_id NOT IN "
-            "(SELECT id FROM sync_keep)", ((h,) for h in doc.get("removed_credentials", [])))
-        conn.executemany("DELETE FROM members WHERE id = ? AND id NOT IN "
-                         "(SELECT id FROM sync_keep)",
-                         ((m,) for m in doc.get("removed_members", [])))
-        if "schedule" in doc:
-            self.rules.set_meta(conn, "schedule", json.dumps(doc["schedule"], sort_keys=True))
-
-    def _upsert(self, conn: sqlite3.Connection, doc: dict[str, Any],
-                members: Iterable[dict[str, Any]], credentials: Iterable[dict[str, Any]],
-                keep: set[str]) -> None:
-        issued = doc["issued_at"]
-        revoke_members, revoke_creds = [], []
-        rows = []
-        for m in members:
-            if m["id"] in keep:
-                if m["status"] == "revoked":  # an office revocation wins over local changes
-                    revoke_members.append((m["id"],))
-                continue
-            rows.append((m["id"], m["name"], m["plan"], m["status"], m.get("valid_from"),
-                         m.get("valid_until"), m.get("origin", "central"),
-                         m.get("updated_at", issued)))
-        conn.executemany(
-            "INSERT INTO members (id, name, plan, status, valid_from, valid_until, origin, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "name = excluded.name, plan = excluded.plan, status = excluded.status, "
-            "valid_from = excluded.valid_from, valid_until = excluded.valid_until, "
-            "origin = excluded.origin, updated_at = excluded.updated_at", rows)
-        conn.executemany("UPDATE members SET status = 'revoked' WHERE id = ?", revoke_members)
-        rows = []
-        for c in credentials:
-            if c["status"] == "revoked":
-                revoke_creds.append((c["hash"],))
-            rows.append((c["hash"], c["member_id"], c["status"], c.get("technology"),
-                         c.get("origin", "central"), c.get("enrolled_at", issued),
-                         c.get("updated_at", issued)))
-        # a card held locally by a member the office does not know yet keeps its local row
-        conn.executemany(
-            "INSERT INTO credentials (hash, member_id, status, technology, origin, "
-            "enrolled_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(hash) DO "
-            "UPDATE SET member_id = excluded.member_id, status = excluded.status, "
-            "technology = excluded.technology, origin = excluded.origin, "
-            "enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at "
-            "WHERE credentials.member_id NOT IN (SELECT id FROM sync_keep)", rows)
-        conn.executemany("UPDATE credentials SET status = 'revoked' WHERE hash = ?",
-                         revoke_creds)
+            stored = _count(doc.get("stored_seq", {}).get(self.door)) or 0
+            pending = [s for s in doc.get("pending", {}).get(self.door, []) if _count(s)]
+            marks = ",".join("?" * len(HOST_CHANGES))
+            rows = self.journal.conn.execute(
+                f"SELECT type, member_id, detail FROM events WHERE seq > ? AND type IN "
+                f"({marks})", (stored, *HOST_CHANGES)).fetchall()
+            for i in range(0, len(pending), 500):
+                chunk = pending[i:i + 500]
+                rows += self.journal.conn.execute(
+                    f"SELECT type, member_id, detail FROM events WHERE seq IN "
+                    f"({','.join('?' * len(chunk))}) AND type IN ({marks})",
+                    (*chunk, *HOST_CHANGES)).fetchall()
+            for etype, mid, detail in rows:
+                if mid:
+                    members.add(mid)
+                    if etype == str(EventType.MEMBER_UPDATED):
+                        statuses.add(mid)
+                try:
+                    h = json.loads(detail).get("credential_hash")
+                except (ValueError, AttributeError):
+                    h = None
+                if isinstance(h, str):
+                    creds.add(h)
+        return Unsettled(frozenset(members), frozenset(statuses), frozenset(creds))
 
     def _meta(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> None:
         self.rules.set_meta(conn, "rule_version", str(doc["version"]))
         self.rules.set_meta(conn, "rule_issued_at", doc["issued_at"])
         self.rules.set_meta(conn, "rule_kind", doc["kind"])
+
+
+def _count(value: Any) -> int | None:
+    """A sequence number from a document: an integer, never a boolean or a float."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """The host's changes at this door that the office has not decided yet."""
+
+    members: frozenset[str]  # members a change names: the host's own rows of them stay
+    statuses: frozenset[str]  # members whose status the host changed: a restriction stays
+    credentials: frozenset[str]  # cards a change names: the host's own rows of them stay
+
+
+_M = "id, name, plan, status, valid_from, valid_until, origin, updated_at"
+_C = "hash, member_id, status, technology, origin, enrolled_at, updated_at"
+
+
+class _Merge:
+    """The rows one document leaves in the cache, computed before anything is written.
+
+    Only the rows that differ are written: a snapshot that changes 1 % of the members writes
+    1 % of the rows (and of the WAL). A row the document brings is written with the
+    document's `issued_at` when it is new or changed, and keeps its timestamp when it is not;
+    the wire's own `origin` and timestamps are not used (every row in a document is the
+    office's). A snapshot removes the office rows it does not name; a delta removes the ones
+    it lists. Either removes the host's own rows that are settled and not in the document:
+    the office decided on them, and did not take them.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, doc: dict[str, Any],
+                 unsettled: Unsettled) -> None:
+        self.refused_members: list[str] = []
+        self.refused_credentials: list[str] = []
+        issued, snapshot = doc["issued_at"], doc["kind"] == "snapshot"
+        revoked_m, revoked_c = set(), set()
+        for kind, key in conn.execute("SELECT kind, key FROM revocations"):
+            (revoked_m if kind == "member" else revoked_c).add(key)
+        have_m = {r[0]: r[1:] for r in conn.execute(f"SELECT {_M} FROM members")}
+        have_c = {r[0]: r[1:] for r in conn.execute(f"SELECT {_C} FROM credentials")}
+        # the host's own members that stay the host's
+        ours = {mid for mid, old in have_m.items() if old[5] == "site"
+                and mid in unsettled.members}
+        kept: set[str] = set(ours)  # members some of whose host rows stay
+
+        self.members: list[tuple[Any, ...]] = []
+        wanted_m = set()
+        for m in doc.get("members", []):
+            mid = m["id"]
+            wanted_m.add(mid)
+            old = have_m.get(mid)
+            if mid in ours:
+                row = [*old[:5], "site"]  # the host's own member, still undecided
+                row[2] = stricter(old[2], m["status"])
+            else:
+                row = [m["name"], m["plan"], m["status"], m.get("valid_from"),
+                       m.get("valid_until"), "central"]
+                if old is not None and mid in unsettled.statuses:
+                    row[2] = stricter(row[2], old[2])
+            if mid in revoked_m or (old is not None and old[2] == "revoked"):
+                if m["status"] != "revoked":
+                    self.refused_members.append(mid)
+                row[2] = "revoked"
+            if old is None or tuple(old[:6]) != tuple(row):
+                self.members.append((mid, *row, issued))
+        removed_m = set(doc.get("removed_members", []))
+        self.gone_m = []
+        for mid, old in have_m.items():
+            if mid in wanted_m or mid in ours:
+                continue
+            if snapshot or old[5] == "site" or mid in removed_m:
+                self.gone_m.append((mid,))
+
+        self.creds: list[tuple[Any, ...]] = []
+        wanted_c = set()
+        for c in doc.get("credentials", []):
+            h = c["hash"]
+            wanted_c.add(h)
+            old = have_c.get(h)
+            row = [c["member_id"], c["status"], c.get("technology"), "central"]
+            if old is not None and h in unsettled.credentials:
+                row[1] = stricter(row[1], old[1])
+            if h in revoked_c or (old is not None and old[1] == "revoked"):
+                if c["status"] != "revoked":
+                    self.refused_credentials.append(h)
+                row[1] = "revoked"
+            if old is None:
+                self.creds.append((h, *row, issued, issued))
+            elif tuple(old[:4]) != tuple(row):
+                self.creds.append((h, *row, old[4], issued))
+        removed_c = set(doc.get("removed_credentials", []))
+        self.gone_c = []
+        for h, old in have_c.items():
+            if h in wanted_c:
+                continue
+            if old[3] == "site" and h in unsettled.credentials:
+                kept.add(old[0])  # a card the host added, still undecided
+            elif snapshot or old[3] == "site" or h in removed_c:
+                self.gone_c.append((h,))
+        self.kept = len(kept)
+        self.revoked = ([("member", r[0]) for r in self.members if r[3] == "revoked"]
+                        + [("credential", r[0]) for r in self.creds if r[2] == "revoked"])
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        # cards first, then members (a departing member's remaining cards go by cascade);
+        # members are written before the cards that refer to them
+        conn.executemany("DELETE FROM credentials WHERE hash = ?", self.gone_c)
+        conn.executemany("DELETE FROM members WHERE id = ?", self.gone_m)
+        conn.executemany(
+            f"INSERT INTO members ({_M}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO "
+            "UPDATE SET name = excluded.name, plan = excluded.plan, status = excluded.status, "
+            "valid_from = excluded.valid_from, valid_until = excluded.valid_until, "
+            "origin = excluded.origin, updated_at = excluded.updated_at", self.members)
+        conn.executemany(
+            f"INSERT INTO credentials ({_C}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(hash) DO "
+            "UPDATE SET member_id = excluded.member_id, status = excluded.status, "
+            "technology = excluded.technology, origin = excluded.origin, "
+            "enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at", self.creds)
+        for kind, key in self.revoked:
+            tombstone(conn, kind, key, format_ts(utcnow()))
