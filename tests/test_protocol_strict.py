@@ -28,6 +28,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
                  "expires_at": "2026-11-27T07:00:30.000Z", "operator": "o", "seconds": 5}],
     "rules": [{"v": 1, "kind": "snapshot", "site": "s1", "version": 6,
                "issued_at": "2026-11-27T07:00:00.000Z", "stored_seq": {"d1": 4},
+               "pending": {"d1": [3]},
                "members": [MEMBER], "credentials": [CRED]},
               {"v": 1, "kind": "delta", "site": "s1", "version": 7, "base_version": 6,
                "issued_at": "2026-11-27T07:00:00.000Z", "members": [], "credentials": [],

@@ -227,7 +227,8 @@ class SiteMachine(RuleBasedStateMachine):
         for door in DOORS:
             d = self.o.doors[door]
             named_m, named_c = set(), {}
-            for e in d.journal.get(pending.get(door, [])):
+            seqs = pending.get(door, [])
+            for e in (x for s in seqs for x in d.journal.entries(s, s)):
                 named_m.add(e.event.member_id)
                 if isinstance(e.event.detail.get("credential_hash"), str):
                     named_c[e.event.detail["credential_hash"]] = e.event.member_id

@@ -140,4 +140,4 @@ def revoke_wiped(site: Site, done: CardDone, operator: str) -> Member | None:
               and c["status"] != str(Status.REVOKED)]
     if not active:
         return member
-    return revoke_card(site, credential=done.credential_hash, operator=operator)
+    return revoke_card(site, credential=done.credential_hash, operator=operator).member

@@ -207,7 +207,6 @@ class Collector:
         keys, rechecked = self.door_keys(), False
 
         def refuse(site: str, door: str, exc: ProtocolError) -> None:
-            self.stats.invalid += 1
             reason = reason_of(exc)
             kind = f"event_{reason}" if reason in SIGNATURE_REASONS else "event_invalid"
             refused.setdefault((site, door, kind), []).append(str(exc))
@@ -255,6 +254,7 @@ class Collector:
             log.warning("%s/%s: refused %d event(s): %s", site, door, len(errors), errors[0])
             self.store.raise_alarm(site, door, kind, f"{len(errors)} refused: {errors[0]}",
                                    len(errors))
+            self.stats.invalid += len(errors)  # counted once refused *and* alarmed
         for msg in messages:  # only now may the broker forget them
             if msg.qos:
                 self.client.ack(msg.mid, msg.qos)
