@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
+from mqtt_broker import needs_mosquitto
 
 from accessd.config import load_config
 from accessd.errors import JournalFullError
@@ -71,3 +72,82 @@ def test_a_signed_command_with_a_bad_timestamp_is_refused_as_invalid(issued_at: 
     with pytest.raises(ProtocolError, match=r"^invalid: issued_at"):
         verify_command(encode(key.sign(payload)), PublicKeys([key.public]), site="s",
                        door="d", now=utcnow())
+
+
+@needs_mosquitto
+@pytest.mark.xfail(strict=True, reason="found by the insider scenario: a rule version stored as "
+                   "'6.0' (or garbage) makes the uplink's worker raise at its first status, "
+                   "so the door never delivers an event or receives a rule again")
+def test_a_stored_unusable_rule_version_does_not_wedge_the_uplink(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mqtt_broker import OFFICE_KEY, Broker, DoorRig, start_collector, wait_for
+
+    from accessd.central.publisher import build
+    from accessd.central.store import open_store
+    from accessd.protocol.codec import encode
+    from accessd.protocol.transport import connected_client
+    from accessd.store.rules import RuleCache
+
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    store = open_store(tmp_path / "central.db")
+    rig = DoorRig(tmp_path / "door", broker)
+    rig.register(store)
+    RuleCache(rig.config.storage.rules_db).close()
+    db = sqlite3.connect(rig.config.storage.rules_db)
+    with db:
+        db.execute("INSERT INTO meta(key, value) VALUES ('rule_version', '6.0')")
+    db.close()
+    collector = start_collector(store, broker)
+    rig.start()
+    central = connected_client(broker.settings("central"), "publisher")
+    try:
+        rig.produce(3)
+        wait_for(lambda: store.count_events("s1", "d1") == 3 == rig.journal.acked_seq,
+                 timeout=15, message="the door's events delivered despite the stored value")
+        store.set_site("s1", timezone="Europe/Paris")
+        for _ in range(7):  # the office's version 7 follows what the door means it holds
+            docs = build(store, OFFICE_KEY, "s1")
+        central.publish("accessd/s1/rules/snapshot", encode(docs.snapshot), qos=1,
+                        retain=True).wait_for_publish(10)
+        wait_for(lambda: rig.uplink.state()["rule_version"] == 7, timeout=15,
+                 message="the next office snapshot applied, the stored value repaired")
+        assert RuleCache(rig.config.storage.rules_db).get_meta("rule_version") == "7"
+    finally:
+        central.disconnect()
+        central.loop_stop()
+        rig.close()
+        collector.stop()
+        store.close()
+        broker.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="found by the insider scenario: the office signs and "
+                   "publishes a schedule with an unknown time zone or an impossible date, which "
+                   "every door then refuses (docs promise the check at the office too)")
+@pytest.mark.parametrize("site_args", [["--timezone", "Europe/Pariss", "--opens", "09:00"],
+                                       ["--timezone", "Europe/Paris", "--closures",
+                                        "2026-02-30"]])
+def test_the_office_refuses_a_calendar_that_means_nothing(tmp_path: Path,
+                                                          site_args: list[str]) -> None:
+    from accessd.central import publisher
+    from accessd.central.cli import main as central
+    from accessd.central.store import open_store
+    from accessd.errors import ScheduleError
+    from accessd.protocol.signing import OfficeKey
+
+    store_path = str(tmp_path / "central.db")
+    assert central(["central", "site", "--store", store_path, "--site", "s", *site_args]) == 1
+    store = open_store(store_path)
+    try:
+        assert (store.site("s") or {}).get("schedule") is None  # nothing stored
+        # a store that holds one already (written by an older version): never signed
+        store.set_site("s", timezone="Europe/Paris", schedule={
+            "timezone": "Europe/Pariss", "opens": "09:00", "closes": "18:00",
+            "days": ["mon"], "closures": ["2026-02-30"]})
+        with pytest.raises(ScheduleError):
+            publisher.build(store, OfficeKey.generate(), "s")
+        assert store.latest_version("s") == 0
+    finally:
+        store.close()
