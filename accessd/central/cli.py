@@ -223,6 +223,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_site(args: argparse.Namespace) -> int:
     from accessd.credentials import read_secret_file
+    from accessd.schedule import check_calendar, parse_zone
 
     store = _open(args)
     try:
@@ -249,6 +250,10 @@ def cmd_site(args: argparse.Namespace) -> int:
                           .iter_errors(schedule))
             if errors:
                 raise CentralError(f"schedule: {errors[0].message}")
+        if args.timezone:  # what it means, not only its shape: a typo is never signed
+            parse_zone(args.timezone, "--timezone")
+        if schedule is not None:
+            check_calendar({"schedule": schedule})
         key = read_secret_file(args.key_file) if args.key_file else None
         if key is not None:
             try:

@@ -19,6 +19,7 @@ from accessd.protocol.rules import CREDENTIAL_FIELDS, MEMBER_FIELDS, make_delta,
 from accessd.protocol.signing import OfficeKey
 from accessd.protocol.topics import Topics
 from accessd.protocol.transport import BrokerSettings, connected_client
+from accessd.schedule import check_calendar
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def build(store: CentralStore, key: OfficeKey, site: str, *, delta: bool = False
     members, creds = store.rules(site)
     info = store.site(site) or {}
     schedule = info.get("schedule")
+    check_calendar({"schedule": schedule, "members": members})  # a typo is never signed
     version = store.latest_version(site) + 1
     snapshot = make_snapshot(key, site=site, version=version, members=members,
                              credentials=creds, schedule=schedule, stored_seq=stored,

@@ -37,6 +37,7 @@ from accessd.events import format_ts, utcnow
 from accessd.rights import Change, Verdict, restricts, transition
 from accessd.schedule import Schedule
 from accessd.store.db import connect, transaction
+from accessd.store.journal import stored_int
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS members (
@@ -146,7 +147,26 @@ class RuleCache:
 
     @property
     def version(self) -> int:
+        """The version of the rules held; ValueError when the stored value is not a plain
+        whole number (the controller reports that: accessd.daemon.ruleview)."""
         return int(self.get_meta("rule_version", "0") or 0)
+
+    def held_version(self) -> int | None:
+        """The version as the rule sync compares it, never raising: what the stored value
+        means ("6" or "6.0": 6), None when it means no version at all (garbage)."""
+        return stored_int(self.get_meta("rule_version", "0") or "0")
+
+    def repair_version(self) -> tuple[str, int] | None:
+        """Rewrite a stored version that is not a plain whole number: as the number it
+        means, or 0 when it means none (so that the office's next snapshot applies and
+        repairs the rules). Returns (what was stored, what is now), None if it was fine."""
+        raw = self.get_meta("rule_version")
+        if raw is None or (raw.isascii() and raw.isdigit() and str(int(raw)) == raw):
+            return None
+        value = stored_int(raw) or 0
+        with self.transaction() as conn:
+            self.set_meta(conn, "rule_version", str(value))
+        return raw, value
 
     def schedule(self) -> Schedule | None:
         """The schedule published by the central office, if any (else the config's)."""

@@ -72,8 +72,9 @@ class RuleApplier:
         if doc["kind"] != topic_kind:
             return Outcome(reason="wrong_topic",
                            detail={"error": f"a {doc['kind']} on the {topic_kind} topic"})
-        current = self.rules.version
-        info = {"kind": doc["kind"], "version": doc["version"], "have_version": current,
+        held = self.rules.held_version()
+        current = 0 if held is None else held  # a stored value meaning nothing: any snapshot
+        info = {"kind": doc["kind"], "version": doc["version"], "have_version": held,
                 "issued_at": doc["issued_at"]}
         if doc["version"] == current:
             return Outcome(ignored=True, detail=info)

@@ -202,6 +202,7 @@ class Uplink:
         client.on_message = self._on_message
         self.client = client
         self.journal_id = self.journal.journal_id or self.journal.new_identity()
+        self._repair_version()
         self.door_key = self._door_key()
         if self.keys is None:
             log.warning("no [mqtt] rules_public_key_file: acknowledgements from the office "
@@ -269,7 +270,7 @@ class Uplink:
             self._publish(self.topics.status, self._status(), retain=True)
             self.discovery.on_connected(
                 lambda topic, body: self.client.publish(topic, body, qos=1, retain=True))
-            if self.rules.version == 0:
+            if self._version() == 0:
                 self._request_snapshot("no rules yet")
         elif kind == "disconnected":
             if self.outbox.connected:
@@ -380,14 +381,14 @@ class Uplink:
         key_file = self.config.mqtt.rules_public_key_file
         if len(payload) < CHILD_APPLY_BYTES or self.keys is None or key_file is None:
             return self.applier.handle(payload, kind)
-        before = self.rules.version
+        before = self._version()
         out = apply_in_child(payload, kind, rules=self.rules_path, journal=self.journal_path,
                              keys=key_file, site=self.config.site.id,
                              door=self.config.site.door,
                              max_bytes=self.config.mqtt.rules_max_bytes)
-        if out.get("reason") == "apply_failed" and self.rules.version != before:
+        if out.get("reason") == "apply_failed" and self._version() != before:
             # the child died after its commit, before its answer: the rules are applied
-            return Outcome(applied=True, detail={"kind": kind, "version": self.rules.version,
+            return Outcome(applied=True, detail={"kind": kind, "version": self._version(),
                                                  "have_version": before, **self.rules.counts()})
         return Outcome(applied=bool(out.get("applied")), ignored=bool(out.get("ignored")),
                        reason=out.get("reason"), detail=dict(out.get("detail") or {}),
@@ -422,7 +423,7 @@ class Uplink:
     def _request_snapshot(self, reason: str) -> None:
         self._publish(self.topics.rules_request, {
             "v": 1, "site": self.config.site.id, "door": self.config.site.door,
-            "have_version": self.rules.version, "reason": reason[:200]})
+            "have_version": self._version(), "reason": reason[:200]})
 
     # -- publishing ---------------------------------------------------------------------
     def _door_key(self) -> DoorKey | None:
@@ -460,13 +461,31 @@ class Uplink:
             door = {}
         return {**door, "v": 1, "online": True, "site": self.config.site.id,
                 "door": self.config.site.door, "ts": format_ts(utcnow()),
-                "rule_version": self.rules.version, "outbox_depth": self.journal.depth(),
+                "rule_version": self._version(), "outbox_depth": self.journal.depth(),
                 "acked_seq": self.journal.acked_seq, "last_seq": self.journal.last_seq,
                 "journal": self.journal_id}
 
     def _refresh(self) -> None:
         self._set(outbox_depth=self.journal.depth(), acked_seq=self.outbox.acked,
-                  rule_version=self.rules.version, journal=self.journal_id)
+                  rule_version=self._version(), journal=self.journal_id)
+
+    def _version(self) -> int:
+        """The rule version held, as the rule sync compares it (0 when the stored value
+        means none): a hand-edited value never stops the uplink."""
+        return self.rules.held_version() or 0
+
+    def _repair_version(self) -> None:
+        """A stored rule version that is not a whole number (written by hand or by an older
+        version) is rewritten as the number it means, or 0 so that the office's next
+        snapshot applies; journalled as `alarm.rule_cache` (reason `invalid_version`)."""
+        fixed = self.rules.repair_version()
+        if fixed is None:
+            return
+        raw, value = fixed
+        error = f"stored rule version {raw!r} unusable: rewritten as {value}"
+        log.warning("%s%s", error, " (a snapshot is requested)" if value == 0 else "")
+        self._emit(Event(EventType.RULE_CACHE_ALARM, reason="invalid_version",
+                         detail={"error": error}))
 
     def _trusted_now(self) -> datetime | None:
         now = utcnow()
