@@ -16,7 +16,8 @@ from pathlib import Path
 
 from faultsuite.core import SCENARIOS, Context, as_json, passed, run_one, table
 
-MODULES = ("power", "power_loss", "reader", "clock", "attack", "disk", "fuzz", "network", "release")
+MODULES = ("power", "power_loss", "reader", "clock", "attack", "disk", "fuzz", "network",
+           "insider", "release")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,892 @@
+"""The attacks of the `insider` scenario, one function each (faultsuite/insider.py runs them).
+
+Each takes the rig, draws its parameters from the rig's random generator, mounts the attack
+with the tools the attacker has (a broker login and what it can publish, a door's SD card, the
+host's sudo wrapper, the central login, the office's key), proves that it ran (the broker's
+answer to each publish, the refusals the doors or the office counted, the commands' exit
+status) and checks what the attack must not achieve. The invariants run after each.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pwd
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from faultsuite.daemon import PYTHON, until
+from faultsuite.insider_oracle import Member
+from faultsuite.insider_site import (
+    DOORS,
+    NOT_AUTHORIZED,
+    PREFIX,
+    PUBLISHED,
+    RULES_MAX_BYTES,
+    SITE,
+    Client,
+    now,
+    run,
+)
+
+if TYPE_CHECKING:
+    from faultsuite.insider import Insider
+
+Attack = Callable[["Insider"], None]
+ATTACKS: dict[str, Attack] = {}
+SYSTEM_PYTHON = "/usr/bin/python3"  # one the account `nobody` may run
+
+
+def attack(fn: Attack) -> Attack:
+    ATTACKS[fn.__name__] = fn
+    return fn
+
+
+def topic(door: str, leaf: str) -> str:
+    return f"{PREFIX}/{SITE}/{door}/{leaf}"
+
+
+RULES = f"{PREFIX}/{SITE}/rules"
+
+
+def other(door: str) -> str:
+    return DOORS[1 - DOORS.index(door)]
+
+
+def event(rig: Insider, door: str, seq: int, type_: str, *, site_door: str | None = None,
+          member: dict[str, Any] | None = None, uid: str | None = None,
+          **fields: Any) -> dict[str, Any]:
+    """The payload of an event as a door publishes it (schemas/event.json), before signing:
+    what someone holding the door's login (or its SD card) can make."""
+    from accessd.events import Event, JournalEntry, event_type, format_ts, utcnow
+    from accessd.uplink.outbox import event_message
+
+    detail: dict[str, Any] = {"operator": "mallory"}
+    if member is not None:
+        detail["member"] = {"valid_from": None, "valid_until": None, "origin": "site",
+                            "updated_at": format_ts(utcnow()), **member}
+        fields.setdefault("member_id", member["id"])
+    if uid is not None:
+        detail["credential_hash"] = rig.h(uid)
+    entry = JournalEntry(seq, uuid.uuid4().hex, SITE, site_door or door,
+                         Event(event_type(type_), detail=detail, **fields))
+    return event_message(entry, rig.journal_id(door))
+
+
+def encode(doc: Any) -> bytes:
+    from accessd.protocol.codec import encode as enc
+
+    return enc(doc)
+
+
+def journalled(rig: Insider, door: str, after: int, etype: str,
+               timeout: float = 20) -> dict[str, Any] | None:
+    """The first event of this type the door journals after `after` (waiting for it)."""
+    found: list[dict[str, Any]] = []
+
+    def seen() -> bool:
+        found[:] = rig.doors[door].events(after, (etype,))
+        return bool(found)
+
+    until(seen, timeout)
+    return found[0] if found else None
+
+
+def publish_all(rig: Insider, client: Client, messages: list[tuple[str, bytes]],
+                expect: tuple[int, ...] = PUBLISHED, what: str = "") -> None:
+    for t, payload in messages:
+        code = client.publish(t, payload)
+        rig.need(code in expect, f"{what or t}: the broker answered {code}, expected {expect}")
+        rig.figures["publishes_by_attackers"] += 1
+
+
+def host_change_rows(rig: Insider) -> dict[str, dict[str, Any]]:
+    """The four host changes a stolen door login once got granted at every door (issue 8)."""
+    return {
+        "new_member": {"id": rig.name("m-evil"), "name": "Mallory", "plan": "subscriber",
+                       "status": "active"},
+        "unsuspend": {"id": "sam", "name": "Sam", "plan": "subscriber", "status": "active"},
+        "extra_card": {"id": "ana", "name": "Ana", "plan": "subscriber", "status": "active"},
+        "raise_plan": {"id": "oli", "name": "Oli", "plan": "subscriber", "status": "active",
+                       "valid_until": "2099-12-31"},
+        "unrevoke": {"id": "rex", "name": "Rex", "plan": "subscriber", "status": "active"},
+    }
+
+
+def check_nothing_granted(rig: Insider, evil: str, extra: str) -> None:
+    """After the office's next routine publish, at both doors: none of it took."""
+    rig.publish("the office's routine publish after the attack")
+    for d in DOORS:
+        rig.tap(d, evil, "unknown_credential")
+        rig.tap(d, rig.sam, "member_suspended")
+        rig.tap(d, extra, "unknown_credential")
+        rig.tap(d, rig.oli, "outside_opening_hours")
+        rig.tap(d, rig.rex, "member_revoked")
+
+
+# -- a stolen door login: the door's broker password, not its key ---------------------------
+@attack
+def login_forged_events(rig: Insider) -> None:
+    """Forged events on the door's own topic with its next numbers: unsigned, signed by the
+    thief's own key, claiming the door's key id, with a large floor, not even JSON. All are
+    refused with an alarm naming the door; the door's own event with that number is stored."""
+    from accessd.protocol.signing import DoorKey
+
+    door = rig.rng.choice(DOORS)
+    rig.quiet(door)
+    last = rig.doors[door].last_seq()
+    mine = DoorKey.generate()
+    variants: dict[str, tuple[str, Callable[[], bytes]]] = {
+        "unsigned": ("event_unsigned", lambda: encode(event(
+            rig, door, last + 1, "access.granted", member_id="mallory", result="granted",
+            reason="subscriber"))),
+        "own_key": ("event_unknown_key", lambda: encode(mine.sign(event(
+            rig, door, last + 1, "access.granted", member_id="mallory", result="granted",
+            reason="subscriber")))),
+        "claims_the_door_key": ("event_bad_signature", lambda: encode({
+            **mine.sign(event(rig, door, last + 1, "member.enrolled",
+                              member={"id": "m-x", "name": "X", "plan": "subscriber",
+                                      "status": "active"}, uid=rig.uid("forged card"))),
+            "key_id": rig.door_key_ids[door]})),
+        "floor_own_key": ("event_unknown_key", lambda: encode(mine.sign({**event(
+            rig, door, last + 500, "access.denied", result="denied",
+            reason="unknown_credential"), "floor": last + 500}))),
+        "floor_unsigned": ("event_unsigned", lambda: encode({**event(
+            rig, door, last + 1, "access.denied", result="denied",
+            reason="unknown_credential"), "floor": last + 900})),
+        "other_door_unsigned": ("event_unsigned", lambda: encode(event(
+            rig, door, last + 1, "access.granted", site_door=other(door), result="granted",
+            reason="subscriber"))),
+        "not_json": ("event_invalid", lambda: b'{"payload": {"seq": ' + str(last + 1).encode()),
+    }
+    chosen = rig.rng.sample(sorted(variants), rig.rng.randint(2, len(variants)))
+    thief = Client(rig.broker, f"door-{SITE}-{door}", rig.name("thief"))
+    try:
+        for name in chosen:
+            kind, make = variants[name]
+            publish_all(rig, thief, [(topic(door, "event"), make())], what=name)
+            rig.expect_refused(door, kind)
+    finally:
+        thief.close()
+    rig.wait_refusals()
+    mark = rig.store.stored_seq(SITE).get(door, 0)
+    rig.check(mark <= last, f"the office's mark moved to {mark} past the door's {last}")
+    rig.tap(door, rig.probe, "subscriber")  # the door's own event with that number
+    rig.quiet(door)
+    stored = {e["seq"]: e["id"] for e in rig.store.events(SITE, door=door)}
+    real = {e["seq"]: e["id"] for e in rig.doors[door].events(last)}
+    rig.check(last + 1 in real and stored.get(last + 1) == real[last + 1],
+              f"#{last + 1}: the office holds {stored.get(last + 1)}, the door "
+              f"{real.get(last + 1)}")
+
+
+@attack
+def login_acl(rig: Insider) -> None:
+    """What the generated ACL refuses a door login and Home Assistant's login: every topic
+    that is not theirs (the broker answers "not authorized"); what it lets through is the
+    door's own event, status and rule request, which prove nothing without the door's key.
+    Also: the thief connects with the door's own client id, which the broker lets it take
+    over for a moment (a denial of service): the door goes on deciding and reconnects."""
+    door = rig.rng.choice(DOORS)
+    o = other(door)
+    forbidden = [topic(o, "event"), topic(door, "ack"), topic(o, "ack"), topic(door, "command"),
+                 topic(o, "status"), topic(door, "ha/release"), f"{RULES}/snapshot",
+                 f"{RULES}/delta", f"homeassistant/lock/accessd_{SITE}_{o}/lock/config"]
+    rig.rng.shuffle(forbidden)
+    thief = Client(rig.broker, f"door-{SITE}-{door}", rig.name("thief"))
+    ha = Client(rig.broker, "homeassistant", rig.name("ha"))
+    try:
+        for t in forbidden:
+            retain = rig.rng.random() < 0.5
+            code = thief.publish(t, b'{"v": 1, "forged": true}', retain=retain)
+            rig.check(code == NOT_AUTHORIZED, f"door login published on {t}: broker said {code}")
+        for t in (topic(door, "ha/release"), topic(o, "ha/release"), topic(door, "event"),
+                  f"{RULES}/snapshot", topic(door, "command")):
+            code = ha.publish(t, b"UNLOCK")
+            rig.check(code == NOT_AUTHORIZED, f"Home Assistant published on {t}: "
+                                              f"broker said {code}")
+        code = thief.publish(f"{RULES}/request", encode({"v": 1, "site": SITE, "door": door,
+                                                          "have_version": 0,
+                                                          "reason": "thief"}))
+        rig.check(code in PUBLISHED, f"the door login's own rule request: broker said {code}")
+        rig.figures["acl_refusals"] += len(forbidden) + 5
+    finally:
+        thief.close()
+        ha.close()
+    # the door's own client id: the broker hands the session to the thief
+    client_id = f"accessd-{SITE}-{door}"
+    before = rig.broker.connections(client_id)
+    taker = Client(rig.broker, f"door-{SITE}-{door}", client_id)
+    try:
+        rig.tap(door, rig.probe, "subscriber")  # the door decides, online or not
+    finally:
+        taker.close()
+    rig.need(until(lambda: rig.doors[door].status()["uplink"].get("connected") is True, 20),
+             "the door did not reconnect after its client id was taken")
+    rig.check(rig.broker.connections(client_id) >= before + 1,
+              "the thief's connection with the door's client id is not in the broker's log")
+
+
+@attack
+def login_fake_acks(rig: Insider) -> None:
+    """While the office is away, fake acknowledgements claim the door's waiting events are
+    stored: the door login may not publish them (ACL); the central login (no office key) may,
+    unsigned, signed by another key, or replaying genuine ones (another door's, an old one
+    of this door). The door ignores each, counted; nothing it holds is dropped."""
+    from accessd.protocol.signing import OfficeKey
+
+    door = rig.rng.choice(DOORS)
+    d = rig.doors[door]
+    rig.quiet(door)
+    genuine_other = [p for t, p in rig.witness.received if t == topic(other(door), "ack")]
+    genuine_mine = [p for t, p in rig.witness.received if t == topic(door, "ack")]
+    rig.need(bool(genuine_other and genuine_mine), "no genuine acknowledgement captured yet")
+    rig.collector.stop()
+    try:
+        for _ in range(rig.rng.randint(1, 3)):
+            rig.tap(door, rig.probe, "subscriber")
+        last = d.status()["journal"]["last_seq"]
+        acked = d.status()["journal"]["acked_seq"]
+        rig.need(acked < last, "events acknowledged with the office away")
+        jid = rig.journal_id(door)
+        thief = Client(rig.broker, f"door-{SITE}-{door}", rig.name("thief"))
+        central = Client(rig.broker, "central", rig.name("central"))
+        intruder = OfficeKey.generate()
+        fakes = [encode({"v": 1, "acked": last}),
+                 encode({"v": 2, "site": SITE, "door": door, "journal": jid, "acked": last}),
+                 encode(intruder.sign({"v": 2, "site": SITE, "door": door, "journal": jid,
+                                       "acked": last})),
+                 encode(intruder.sign({"v": 2, "site": SITE, "door": door, "journal": jid,
+                                       "acked": float(last)})),
+                 rig.rng.choice(genuine_other)]
+        rig.rng.shuffle(fakes)
+        refused = d.status()["uplink"]["acks_refused"]
+        try:
+            for fake in fakes[:2]:
+                code = thief.publish(topic(door, "ack"), fake)
+                rig.check(code == NOT_AUTHORIZED, f"the door login acknowledged: broker {code}")
+            publish_all(rig, central, [(topic(door, "ack"), f) for f in fakes],
+                        what="a fake acknowledgement")
+            publish_all(rig, central, [(topic(door, "ack"), genuine_mine[0])],
+                        what="an old genuine acknowledgement")
+        finally:
+            thief.close()
+            central.close()
+        counted = until(lambda: d.status()["uplink"]["acks_refused"] == refused + len(fakes),
+                        10)
+        rig.check(counted, f"the door counted {d.status()['uplink']['acks_refused'] - refused}"
+                           f" refused acknowledgements of {len(fakes)}")
+        j = d.status()["journal"]
+        rig.check(j["acked_seq"] == acked and j["depth"] == last - acked,
+                  f"a fake acknowledgement moved the door's mark: {j}, was {acked}")
+        rig.figures["fake_acks"] += len(fakes)
+    finally:
+        rig.start_collector()
+
+
+@attack
+def login_enrolments(rig: Insider) -> None:
+    """The four host changes a door login once got granted at every door (a new member, a
+    suspended one made active, an extra card, an occasional member raised), and a revoked
+    member made active, forged on the door's topic (unsigned or signed by the thief's key)
+    and on the other door's (the ACL refuses). None is stored; after the office's routine
+    publish, none is granted anywhere."""
+    from accessd.protocol.signing import DoorKey
+
+    door = rig.rng.choice(DOORS)
+    rig.quiet(door)
+    last = rig.doors[door].last_seq()
+    mine = DoorKey.generate()
+    evil, extra = rig.uid("evil card"), rig.uid("extra card for ana")
+    rows = host_change_rows(rig)
+    cards = {"new_member": evil, "extra_card": extra}
+    thief = Client(rig.broker, f"door-{SITE}-{door}", rig.name("thief"))
+    try:
+        for i, (what, row) in enumerate(rows.items(), 1):
+            etype = "member.enrolled" if what in cards else "member.updated"
+            payload = event(rig, door, last + i, etype, member=row, uid=cards.get(what))
+            signed = rig.rng.random() < 0.5
+            raw = encode(mine.sign(payload) if signed else payload)
+            publish_all(rig, thief, [(topic(door, "event"), raw)], what=what)
+            rig.expect_refused(door, "event_unknown_key" if signed else "event_unsigned")
+            code = thief.publish(topic(other(door), "event"), raw)
+            rig.check(code == NOT_AUTHORIZED, f"{what} on the other door's topic: {code}")
+    finally:
+        thief.close()
+    rig.wait_refusals()
+    check_nothing_granted(rig, evil, extra)
+    rig.check(rig.store.proposals(SITE) == [], "a forged event became a proposal")
+
+
+# -- a stolen door: its login and its key (the SD card) --------------------------------------
+@attack
+def stolen_door_proposals(rig: Insider) -> None:
+    """With the door's own key, the same changes (and a revoked member made active, an entry
+    in the log, an event for the other door) are stored as the door's: they wait in
+    `central pending` (the un-revocation is rejected at once) and grant nothing at either
+    door after the routine publish; the operator rejects them. The event for the other door
+    is refused (`event_wrong_door`)."""
+    from accessd.protocol.signing import DoorKey
+
+    door = rig.rng.choice(DOORS)
+    key = DoorKey.load(rig.doors[door].key_path)  # read from the stolen SD card
+    rig.quiet(door)
+    last = rig.doors[door].last_seq()
+    evil, extra = rig.uid("evil card"), rig.uid("extra card for ana")
+    rows = host_change_rows(rig)
+    cards = {"new_member": evil, "extra_card": extra}
+    order = list(rows)
+    rig.rng.shuffle(order)
+    messages, seq = [], last
+    for what in order:
+        seq += 1
+        etype = "member.enrolled" if what in cards else "member.updated"
+        payload = event(rig, door, seq, etype, member=rows[what], uid=cards.get(what))
+        rig.forged[door][seq] = payload["id"]
+        messages.append(encode(key.sign(payload)))
+    if rig.rng.random() < 0.7:  # an entry for the log: stored as genuine (by design)
+        seq += 1
+        payload = event(rig, door, seq, "access.granted", member_id="ana", result="granted",
+                        reason="subscriber")
+        rig.forged[door][seq] = payload["id"]
+        messages.append(encode(key.sign(payload)))
+    wrong = event(rig, door, seq + 1, "access.granted", site_door=other(door),
+                  result="granted", reason="subscriber")
+    messages.insert(rig.rng.randrange(len(messages) + 1), encode(key.sign(wrong)))
+    rig.expect_refused(door, "event_wrong_door")
+    thief = Client(rig.broker, f"door-{SITE}-{door}", rig.name("thief"))
+    try:
+        publish_all(rig, thief, [(topic(door, "event"), m) for m in messages])
+    finally:
+        thief.close()
+    forged_seqs = set(range(last + 1, seq + 1))
+
+    def proposals() -> list[dict[str, Any]]:
+        r = rig.office.central("pending", "--site", SITE, "--state", "all", "--json",
+                               store=True)
+        return [p for p in map(json.loads, r.stdout.splitlines())
+                if p["door"] == door and p["seq"] in forged_seqs]
+
+    rig.need(until(lambda: len(proposals()) >= 6, 15),
+             f"the stolen door's changes did not reach the office: {proposals()}")
+    found = proposals()
+    by_member = {(p["kind"], p["member_id"]): p["state"] for p in found}
+    rig.check(by_member.get(("member", "rex")) == "rejected",
+              f"the revoked member's un-revocation was not rejected: {by_member}")
+    for k in (("member", rows["new_member"]["id"]), ("card", rows["new_member"]["id"]),
+              ("member", "sam"), ("card", "ana"), ("member", "oli")):
+        rig.check(by_member.get(k) == "pending", f"{k}: {by_member.get(k)}, expected pending")
+    check_nothing_granted(rig, evil, extra)
+    ids = [str(p["id"]) for p in found if p["state"] == "pending"]
+    rig.office.central("reject", *ids, "--site", SITE, "--note", "a stolen door", store=True)
+    rig.check(rig.store.proposals(SITE) == [], "pending proposals left after the rejection")
+    rig.figures["stolen_key_events"] += len(messages)
+
+
+@attack
+def stolen_door_restricts(rig: Insider) -> None:
+    """With the door's key: suspend a member, revoke a card, revoke a member. The office
+    applies each as a suspension at once (a restriction is safe), the revocations wait for an
+    operator: a stolen door cannot revoke anyone for good. The operator rejects them and the
+    office's members file makes the three active again at both doors."""
+    from accessd.protocol.signing import DoorKey
+
+    door = rig.rng.choice(DOORS)
+    (v1, c1), (v2, c2), (v3, c3) = rig.victims(3)
+    key = DoorKey.load(rig.doors[door].key_path)
+    rig.quiet(door)
+    last = rig.doors[door].last_seq()
+    changes = [("member.updated", {"id": v1, "name": v1, "plan": "subscriber",
+                                   "status": "suspended"}, None),
+               ("credential.revoked", None, c2),
+               ("member.updated", {"id": v3, "name": v3, "plan": "subscriber",
+                                   "status": "revoked"}, None)]
+    rig.rng.shuffle(changes)
+    messages = []
+    for i, (etype, row, uid) in enumerate(changes, 1):
+        fields = {"member_id": v2} if uid else {}
+        payload = event(rig, door, last + i, etype, member=row, uid=uid, **fields)
+        rig.forged[door][last + i] = payload["id"]
+        messages.append(encode(key.sign(payload)))
+    thief = Client(rig.broker, f"door-{SITE}-{door}", rig.name("thief"))
+    try:
+        publish_all(rig, thief, [(topic(door, "event"), m) for m in messages])
+    finally:
+        thief.close()
+    rig.need(until(lambda: len(rig.store.proposals(SITE)) == 2, 15),
+             f"the revocations are not pending: {rig.store.proposals(SITE)}")
+    rig.publish("the office's routine publish after the attack")
+    for d in DOORS:
+        for uid in (c1, c2, c3):
+            rig.tap(d, uid, "member_suspended")
+    ids = [str(p["id"]) for p in rig.store.proposals(SITE)]
+    rig.office.central("reject", *ids, "--site", SITE, "--note", "a stolen door", store=True)
+    rig.publish("the members file again: the restrictions were only suspensions")
+    for d in DOORS:
+        for uid in (c1, c2, c3):
+            rig.tap(d, uid, "subscriber")
+
+
+# -- the host's account ----------------------------------------------------------------------
+FORBIDDEN_HOST_ARGS = [
+    ["central", "site", "--store", "{stolen}", "--site", SITE, "--key-file", "{site_key}"],
+    ["central", "publish", "--site", SITE, "--key", "{office_key}", "--no-send", "--store",
+     "{stolen}"],
+    ["run"], ["check-config"], ["door-key", "--new"],
+    ["--config", "{other}", "list"], ["list", "--config", "{other}"],
+    ["list", "--config={other}"], ["list", "--conf", "{other}"],
+    ["enroll", "--name", "X", "--plan", "subscriber", "--no-card", "--", "--config", "{other}"],
+    ["open", "--operator", "x", "--store", "{stolen}"], ["status", "-c", "{other}"],
+    ["log", "--journal", "{stolen}"], ["card", "keygen"], ["unknown-verb"],
+]
+
+
+@attack
+def host_wrapper(rig: Insider) -> None:
+    """The host's sudo wrapper refuses everything beyond the host's fixed commands (one line,
+    exit 2, nothing written); what its commands print holds no secret."""
+    door = rig.rng.choice(DOORS)
+    d = rig.doors[door]
+    stolen = rig.work / rig.name("stolen.db")
+    other_cfg = rig.work / "other.toml"
+    other_cfg.write_text(d.config.read_text().replace(str(d.site.storage),
+                                                      str(rig.work / "elsewhere")))
+    names = {"stolen": stolen, "site_key": d.secret, "office_key": rig.office.key_path,
+             "other": other_cfg}
+    for args in rig.rng.sample(FORBIDDEN_HOST_ARGS, rig.rng.randint(4, len(FORBIDDEN_HOST_ARGS))):
+        argv = [a.format(**names) for a in args]
+        r = d.host(*argv, sudo_user=rig.rng.choice(["claire", "marc"]))
+        rig.check(r.returncode == 2 and r.stderr.startswith("accessd: error:")
+                  and r.stderr.count("\n") == 1 and not r.stdout,
+                  f"accessd-host {' '.join(argv)}: exit {r.returncode}, {r.stderr!r}")
+        rig.figures["wrapper_refusals"] += 1
+    rig.check(not stolen.exists() and not (rig.work / "elsewhere").exists(),
+              "a refused command wrote a file")
+    secrets = secret_texts(rig, door)
+    for args in (["status", "--json"], ["list", "--json"], ["log", "--limit", "20", "--json"],
+                 ["show", "pia", "--json"], ["door-key"]):
+        r = d.host(*args)
+        rig.check(r.returncode == 0, f"accessd-host {' '.join(args)}: {r.stderr.strip()}")
+        leaked = [name for name, text in secrets.items() if text in r.stdout + r.stderr]
+        rig.check(not leaked, f"accessd-host {' '.join(args)} printed {leaked}")
+
+
+def secret_texts(rig: Insider, door: str) -> dict[str, str]:
+    """The door's secrets as text that would show in an output."""
+    d = rig.doors[door]
+    out = {"site key": d.secret.read_text().strip(),
+           "mqtt password": rig.broker.password(f"door-{SITE}-{door}")}
+    pem = d.key_path.read_text()
+    body = "".join(line for line in pem.splitlines() if "-----" not in line)
+    out["door key"] = body
+    raw = base64.b64decode(body)[-32:]
+    out["door key (hex)"], out["door key (base64)"] = raw.hex(), base64.b64encode(raw).decode()
+    return out
+
+
+@attack
+def host_reads_secrets(rig: Insider) -> None:
+    """The host's own account (here `nobody`: not the service user, not in its group) can
+    read none of the door's secrets or databases and cannot reach its control socket."""
+    door = rig.rng.choice(DOORS)
+    d = rig.doors[door]
+    nobody = pwd.getpwnam("nobody")
+    for folder in (rig.work.parent, rig.work, rig.broker.folder, rig.broker.creds,
+                   rig.broker.creds / "doors", d.secret.parent, d.root):
+        folder.chmod(folder.stat().st_mode | 0o111)  # the suite's own folders: passable
+    targets = {"site key": d.secret, "mqtt password": d.secret.parent / "mqtt.pw",
+               "door key": d.key_path, "rules.db": d.rules_path, "journal.db": d.journal_path,
+               "storage folder": d.site.storage}
+    order = list(targets.items())
+    rig.rng.shuffle(order)
+    probe = (
+        "import json, os, socket, sys\n"
+        "out = {}\n"
+        "for name, path in json.loads(sys.argv[1]):\n"
+        "    try:\n"
+        "        (os.listdir if os.path.isdir(path) else lambda p: open(p, 'rb').read(1))(path)\n"
+        "        out[name] = 'read'\n"
+        "    except OSError as e:\n"
+        "        out[name] = e.__class__.__name__\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        "    s.connect(sys.argv[2]); s.sendall(b'{\"op\": \"open\", \"operator\": \"x\"}\\n')\n"
+        "    out['control socket'] = s.recv(4096).decode() or 'connected'\n"
+        "except OSError as e:\n"
+        "    out['control socket'] = e.__class__.__name__\n"
+        "print(json.dumps(out))\n")
+    r = run([SYSTEM_PYTHON, "-I", "-c", probe, json.dumps([(k, str(v)) for k, v in order]),
+             str(d.site.socket)], cwd="/", user=nobody.pw_uid, group=nobody.pw_gid)
+    rig.need(r.returncode == 0, f"the probe as nobody failed: {r.stderr[-500:]}")
+    seen = json.loads(r.stdout)
+    for name, outcome in seen.items():
+        rig.check(outcome == "PermissionError", f"the host's account: {name}: {outcome}")
+    rig.figures["secrets_probed"] += len(seen)
+
+
+@attack
+def host_open(rig: Insider) -> None:
+    """A manual release through the wrapper journals the person sudo names (SUDO_USER),
+    whatever name is typed; the typed name is kept beside it."""
+    door = rig.rng.choice(DOORS)
+    typed = rig.rng.choice(["Boss", "root", "the office", "Claire", "olivia", "homeassistant"])
+    person = rig.rng.choice(["claire", "marc", "host2"])
+    mark = rig.doors[door].last_seq()
+    form = rig.rng.choice([["--operator", typed], [f"--operator={typed}"]])
+    r, _ = rig.host_change(door, "open", *form, "--seconds", "3", sudo_user=person)
+    rig.check(f"journalled as {person}" in r.stdout, f"open said: {r.stdout.strip()}")
+    rows = rig.doors[door].events(mark, ("lock.manual_release",))
+    rig.need(len(rows) == 1, f"{len(rows)} manual releases journalled")
+    detail = json.loads(rows[0]["detail"])
+    rig.check((detail.get("operator"), detail.get("operator_typed"), detail.get("peer_uid"))
+              == (person, typed, os.geteuid()), f"journalled as {detail}")
+
+
+@attack
+def host_revocation(rig: Insider) -> None:
+    """revoke, then suspend, then resume, through the wrapper: the revoked member stays
+    revoked; a revoked card is never enrolled again. For the host's own new member (works at
+    its door at once, not at the other before the office approves), or an office member (the
+    office suspends it at once, revokes it only if the operator approves)."""
+    door = rig.rng.choice(DOORS)
+    o = other(door)
+    variant = rig.rng.choice(["own_member", "office_member", "office_card"])
+    if variant == "own_member":
+        uid = rig.uid("walk-in")
+        r, began = rig.host_change(door, "enroll", "--name", rig.name("Walk-in"), "--plan",
+                                   "subscriber", "--card", uid, "--json")
+        mid = json.loads(r.stdout)["id"]
+        rig.rights.host_enrol(door, mid, Member("subscriber"), rig.h(uid))
+        rig.timeline.commit([door], began, now())
+        rig.tap(door, uid, "subscriber")
+        rig.tap(o, uid, "unknown_credential")
+    else:
+        [(mid, uid)] = rig.victims(1)
+    if variant == "office_card":
+        r, began = rig.host_change(door, "revoke", "--card", uid)
+        rig.rights.host_revoke(door, rig.h(uid))
+        reason = "credential_revoked"
+    else:
+        r, began = rig.host_change(door, "revoke", mid)
+        rig.rights.host_revoke(door, mid)
+        reason = "member_revoked"
+        for verb in rig.rng.sample(["suspend", "resume"], 2):
+            r2, _ = rig.host_change(door, verb, mid, rc=1)
+            rig.check("revoked for good" in r2.stderr, f"{verb}: {r2.stderr.strip()}")
+    rig.timeline.commit([door], began, now())
+    rig.tap(door, uid, reason)
+    r3, _ = rig.host_change(door, "enroll", "--name", "Again", "--plan", "subscriber",
+                            "--card", uid, rc=1)
+    rig.check("enrol a new card" in r3.stderr or "revoked" in r3.stderr,
+              f"enrolling the revoked card again: {r3.stderr.strip()}")
+    rig.quiet(door)
+    rig.need(until(lambda: bool(rig.store.proposals(SITE)), 10), "nothing reached the office")
+    mine = [p for p in rig.store.proposals(SITE) if p["member_id"] == mid]
+    approve = variant == "own_member" or rig.rng.random() < 0.5
+    ids = [str(p["id"]) for p in mine]
+    if approve:
+        rig.office.central("approve", *ids, "--site", SITE, store=True)
+        if variant == "own_member":
+            rig.rights.approve(door, mid)
+            rig.rights.office_revoke(mid)
+        else:
+            rig.rights.office_revoke(mid if variant == "office_member" else rig.h(uid))
+    elif ids:
+        rig.office.central("reject", *ids, "--site", SITE, store=True)
+    rig.publish("the office's decision")
+    if approve:
+        rig.tap(o, uid, reason)
+    else:
+        rig.tap(o, uid, "subscriber")
+    rig.tap(door, uid, reason)  # terminal at the door that revoked it, whatever the office
+
+
+# -- the central login without the office's key ----------------------------------------------
+@attack
+def central_login(rig: Insider) -> None:
+    """The central login may publish anywhere under the prefix, but without the office's
+    key: unsigned and foreign-signed rule documents, an old genuine one replayed, unsigned
+    and foreign-signed commands, a genuine command replayed, forged events on both doors'
+    topics, UNLOCK on a door's Home Assistant topic. Each is refused (the doors journal why,
+    the office alarms the events); nothing is granted or released."""
+    from accessd.protocol.commands import make_command
+    from accessd.protocol.signing import OfficeKey
+
+    intruder = OfficeKey.generate()
+    latest = json.loads(rig.store.latest_snapshot(SITE) or "{}")["payload"]
+    doc = {**latest, "version": latest["version"] + 10,
+           "members": [{**m, "status": "active"} for m in latest["members"]]}
+    door = rig.rng.choice(DOORS)
+    marks = {d: rig.doors[d].last_seq() for d in DOORS}
+    genuine = rig.office.central("command", "release", "--site", SITE, "--door", door,
+                                 "--key", rig.office.key_path, "--operator", "olivia",
+                                 "--seconds", "3", *rig.office.broker_args())
+    rig.need(until(lambda: bool(rig.doors[door].events(marks[door],
+                                                        ("lock.remote_release",))), 10),
+             f"the office's genuine release was not carried out: {genuine.stdout}")
+    rig.need(until(lambda: any(t == topic(door, "command") for t, _ in rig.witness.received),
+                   5), "the genuine command was not captured")
+    command = [p for t, p in rig.witness.received if t == topic(door, "command")][-1]
+    steps: dict[str, tuple[str, bytes, dict[str, str]]] = {
+        "unsigned_rules": (f"{RULES}/snapshot", encode(doc), {"rules.rejected": "unsigned"}),
+        "foreign_rules": (f"{RULES}/snapshot", encode(intruder.sign(doc)),
+                          {"rules.rejected": "unknown_key"}),
+        "old_rules": (f"{RULES}/snapshot", (rig.first_snapshot or "").encode(),
+                      {"rules.rejected": "stale_version"}),
+        "unsigned_command": (topic(door, "command"), encode(make_command(
+            intruder, type="release", site=SITE, door=door, operator="mallory",
+            seconds=5)["payload"]), {"command.rejected": "unsigned"}),
+        "foreign_command": (topic(door, "command"), encode(make_command(
+            intruder, type="release", site=SITE, door=door, operator="mallory", seconds=5)),
+            {"command.rejected": "unknown_key"}),
+        "replayed_command": (topic(door, "command"), command,
+                             {"command.rejected": "replayed"}),
+        "ha_unlock": (topic(door, "ha/release"), b"UNLOCK", {}),
+    }
+    chosen = rig.rng.sample(sorted(steps), rig.rng.randint(3, len(steps)))
+    central = Client(rig.broker, "central", rig.name("central"))
+    marks = {d: rig.doors[d].last_seq() for d in DOORS}
+    try:
+        for name in chosen:
+            t, payload, _ = steps[name]
+            publish_all(rig, central, [(t, payload)], what=name)
+        for d in DOORS:  # forged events: the central login has no door key either
+            payload = event(rig, d, rig.doors[d].last_seq() + 1, "access.granted",
+                            member_id="mallory", result="granted", reason="subscriber")
+            publish_all(rig, central, [(topic(d, "event"), encode(intruder.sign(payload)))])
+            rig.expect_refused(d, "event_unknown_key")
+    finally:
+        central.close()
+    for name in chosen:
+        for etype, reason in steps[name][2].items():
+            at = DOORS if etype == "rules.rejected" else (door,)
+            for d in at:
+                seen = until(lambda d=d, etype=etype, reason=reason: any(
+                    e["reason"] == reason for e in rig.doors[d].events(marks[d], (etype,))),
+                    10)
+                rig.check(seen, f"{name}: door {d} journalled no {etype} {reason}")
+    rig.wait_refusals()
+    released = rig.doors[door].events(marks[door], ("lock.remote_release",
+                                                    "lock.manual_release"))
+    rig.check(not released, f"released by the central login: {released}")
+    rig.publish("the genuine snapshot retained again")
+
+
+# -- documents signed with the office's real key ---------------------------------------------
+@attack
+def office_key_documents(rig: Insider) -> None:
+    """An office typo or a compromised publisher, signed with the office's real key: an
+    unknown time zone, an impossible closure or validity date, a version written 6.0 or
+    true, a mark written 3.0, an orphan credential (snapshot or delta), a revoked member made
+    active (small, or in a document large enough for the isolated child), a document over the
+    doors' size limit. Refused whole (the office's own CLI refuses the typos first), or
+    applied with the revoked member kept revoked; every door keeps deciding."""
+    from accessd.protocol.signing import OfficeKey
+
+    key = OfficeKey.load(rig.office.key_path)
+    for args in (["--timezone", "Europe/Pariss"], ["--closures", "2026-02-30"]):
+        r = rig.office.central("site", "--site", SITE, *args, ok=False, store=True)
+        rig.check(r.returncode == 1 and r.stderr.count("\n") == 1,
+                  f"central site {' '.join(args)}: exit {r.returncode} {r.stderr!r}")
+    latest = json.loads(rig.store.latest_snapshot(SITE) or "{}")["payload"]
+    base = {k: v for k, v in latest.items() if k not in ("version", "issued_at")}
+    rex_card = rig.h(rig.rex)
+
+    def snapshot(**changes: Any) -> dict[str, Any]:
+        from accessd.events import format_ts, utcnow
+
+        return {**base, "version": rig.store.latest_version(SITE) + 1,
+                "issued_at": format_ts(utcnow()), **changes}
+
+    def unrevoked() -> dict[str, Any]:
+        return {"members": [{**m, "status": "active"} if m["id"] == "rex" else m
+                            for m in base["members"]],
+                "credentials": [{**c, "status": "active"} if c["hash"] == rex_card else c
+                                for c in base["credentials"]]}
+
+    def filler(n: int) -> list[dict[str, Any]]:
+        return [{"id": f"filler-{i:06d}", "name": f"Filler {i}", "plan": "occasional",
+                 "status": "active", "valid_from": None, "valid_until": None}
+                for i in range(n)]
+
+    sched = base["schedule"]
+    cases: dict[str, tuple[Callable[[], dict[str, Any]], str, str]] = {
+        "time zone typo": (lambda: snapshot(schedule={**sched, "timezone": "Europe/Pariss"}),
+                           "snapshot", "bad_calendar"),
+        "closure 2026-02-30": (lambda: snapshot(schedule={**sched,
+                                                          "closures": ["2026-02-30"]}),
+                               "snapshot", "bad_calendar"),
+        "validity 2026-02-30": (lambda: snapshot(members=[
+            {**m, "valid_until": "2026-02-30"} if m["id"] == "ana" else m
+            for m in base["members"]]), "snapshot", "bad_calendar"),
+        "version 6.0": (lambda: snapshot(version=float(rig.store.latest_version(SITE) + 1)),
+                        "snapshot", "invalid"),
+        "version true": (lambda: snapshot(version=True), "snapshot", "invalid"),
+        "mark 3.0": (lambda: snapshot(stored_seq={d: 3.0 for d in DOORS}), "snapshot",
+                     "invalid"),
+        "orphan card": (lambda: snapshot(credentials=[*base["credentials"], {
+            "hash": rig.h(rig.uid("orphan card")), "member_id": "nobody-here",
+            "status": "active"}]), "snapshot", "invalid"),
+        "orphan card in a delta": (lambda: {
+            **{k: v for k, v in snapshot().items() if k not in ("members", "credentials",
+                                                                 "schedule")},
+            "kind": "delta", "base_version": rig.store.latest_version(SITE),
+            "members": [], "removed_members": [], "removed_credentials": [],
+            "credentials": [{"hash": rig.h(rig.uid("orphan card")),
+                             "member_id": "nobody-here", "status": "active"}]},
+            "delta", "inconsistent"),
+        "over the size limit": (lambda: snapshot(members=base["members"] + filler(
+            RULES_MAX_BYTES // 100)), "snapshot", "too_large"),
+        "un-revocation": (lambda: snapshot(**unrevoked()), "snapshot", "applied"),
+        "un-revocation, large": (lambda: snapshot(**{**unrevoked(), "members": unrevoked()[
+            "members"] + filler(rig.rng.randint(2500, 6000))}), "snapshot", "applied"),
+    }
+    central = Client(rig.broker, "central", rig.name("publisher"))
+    try:
+        for name in rig.rng.sample(sorted(cases), rig.rng.randint(4, len(cases))):
+            make, kind, outcome = cases[name]
+            payload = make()
+            raw = encode(key.sign(payload))
+            marks = {d: rig.doors[d].last_seq() for d in DOORS}
+            began = now()
+            publish_all(rig, central, [(f"{RULES}/{kind}", raw)], what=name)
+            if outcome == "applied":  # the office's next version follows the doors'
+                rig.store.record_version(SITE, payload["version"], payload["issued_at"],
+                                         raw.decode(), None)
+            for d in DOORS:
+                etype = "rules.applied" if outcome == "applied" else "rules.rejected"
+                row = journalled(rig, d, marks[d], etype)
+                if not rig.check(row is not None, f"{name}: door {d} journalled no {etype}"):
+                    continue
+                assert row is not None
+                detail = json.loads(row["detail"])
+                if outcome == "applied":
+                    rig.check(detail.get("refused_unrevoke", {}).get("members") == ["rex"],
+                              f"{name}: door {d} applied it without keeping rex revoked: "
+                              f"{detail.get('refused_unrevoke')}")
+                else:
+                    rig.check(row["reason"] == outcome,
+                              f"{name}: door {d} refused it as {row['reason']}, "
+                              f"expected {outcome}")
+            if outcome == "applied":
+                rig.timeline.commit(DOORS, began, now())  # the model says rex stays revoked
+            for d in DOORS:
+                rig.tap(d, rig.rex, "member_revoked")
+            rig.figures["crafted_documents"] += 1
+    finally:
+        central.close()
+    rig.publish("the office's own rules again")
+
+
+@attack
+def office_revocation(rig: Insider) -> None:
+    """`accessd central revoke` is for good: the members file naming the member (or card)
+    active again changes nothing (the CLI says it kept it revoked)."""
+    [(mid, uid)] = rig.victims(1)
+    card = rig.rng.random() < 0.4
+    if card:
+        rig.office.central("revoke", "--site", SITE, "--credential", rig.h(uid), store=True)
+        rig.rights.office_revoke(rig.h(uid))
+        reason = "credential_revoked"
+    else:
+        rig.office.central("revoke", "--site", SITE, "--member", mid, store=True)
+        rig.rights.office_revoke(mid)
+        reason = "member_revoked"
+    rig.publish("the revocation")
+    for d in DOORS:
+        rig.tap(d, uid, reason)
+    _, said = rig.publish("the members file naming it active")
+    rig.check("revoked for good, kept revoked" in said, f"publish said: {said.strip()}")
+    for d in DOORS:
+        rig.tap(d, uid, reason)
+
+
+# -- state changes under a door ---------------------------------------------------------------
+@attack
+def second_daemon(rig: Insider) -> None:
+    """A second `accessd run` on the same storage (same configuration file, or a copy of it)
+    exits at once with one line; the first keeps its socket, its relay and its broker session
+    (no second connection with its client id)."""
+    door = rig.rng.choice(DOORS)
+    d = rig.doors[door]
+    config = d.config
+    if rig.rng.random() < 0.5:
+        config = rig.work / rig.name("copy.toml")
+        config.write_text(d.config.read_text())
+    client_id = f"accessd-{SITE}-{door}"
+    before = rig.broker.connections(client_id)
+    socket_id = d.site.socket.stat().st_ino
+    r = run([PYTHON, "-m", "accessd", "--config", config, "run"], timeout=60)
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    rig.check(r.returncode == 1 and len(lines) == 1 and "another accessd daemon" in lines[0],
+              f"a second daemon: exit {r.returncode}, said {lines[:3]}")
+    rig.check(d.site.socket.exists() and d.site.socket.stat().st_ino == socket_id,
+              "the first daemon's control socket was replaced")
+    rig.check(rig.broker.connections(client_id) == before,
+              "the second daemon connected to the broker with the door's client id")
+    rig.check(d.status()["uplink"].get("connected") is True, "the first daemon's uplink "
+                                                              "lost its broker session")
+
+
+@attack
+def stored_bad_values(rig: Insider) -> None:
+    """Values that mean nothing, written into a stopped door's databases (by hand, an older
+    version): a member's plan `vip` or validity 2026-02-30, a schedule in `Europe/Pariss`, the
+    rule version `6.0` or garbage, the acknowledged mark as garbage. The door starts, decides
+    every tap (no grant from a bad row), alarms once per value, delivers its journal, and the
+    office's next publish repairs the rules."""
+    door = rig.rng.choice(DOORS)
+    d = rig.doors[door]
+    (v1, c1), (v2, c2) = rig.victims(2)
+    rig.quiet(door)
+    version = d.status()["rules"]["version"]
+    acked = d.status()["journal"]["acked_seq"]
+    plants = {
+        "plan vip": ("rules", "UPDATE members SET plan = 'vip' WHERE id = ?", (v1,),
+                     "invalid_record"),
+        "validity 2026-02-30": ("rules", "UPDATE members SET valid_until = '2026-02-30' "
+                                "WHERE id = ?", (v2,), "invalid_record"),
+        "schedule Europe/Pariss": ("rules", "INSERT INTO meta(key, value) VALUES ('schedule', "
+                                   "?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                                   (json.dumps({"timezone": "Europe/Pariss", "opens": "09:00",
+                                                "closes": "18:00", "days": ["mon"],
+                                                "closures": []}),), "unusable_schedule"),
+        "rule version": ("rules", "UPDATE meta SET value = ? WHERE key = 'rule_version'",
+                         (f"{version}.0",), "invalid_version"),
+        "acknowledged mark": ("journal", "UPDATE meta SET value = ? WHERE key = 'acked_seq'",
+                              (rig.rng.choice([f"{acked}.0", "abc", "-5", "true", "1e9"]),),
+                              ""),
+    }
+    chosen = rig.rng.sample(sorted(plants), rig.rng.randint(2, len(plants)))
+    garbage = "rule version" in chosen and not {"plan vip", "validity 2026-02-30",
+                                                 "schedule Europe/Pariss"} & set(chosen)
+    if garbage and rig.rng.random() < 0.7:  # means no version: the door asks for a snapshot,
+        db, sql, _, why = plants["rule version"]  # which would repair the other plants first
+        plants["rule version"] = (db, sql, (rig.rng.choice(["abc", "-3", "true"]),), why)
+    from faultsuite.insider import sqlite_by_hand
+
+    code = d.stop()
+    rig.check(code == 0, f"the daemon's exit status {code}")
+    for name in chosen:
+        db, sql, args, _ = plants[name]
+        sqlite_by_hand(d.rules_path if db == "rules" else d.journal_path, (sql, args))
+    mark = d.last_seq()
+    d.start()
+    rig.tap(door, rig.probe, "subscriber")
+    rig.tap(door, rig.oli, "outside_opening_hours")  # the schedule is read: fallback hours
+    rig.tap(door, c1, "invalid_record" if "plan vip" in chosen else "subscriber")
+    rig.tap(door, c2, "invalid_record" if "validity 2026-02-30" in chosen else "subscriber")
+    status = d.status()
+    rig.check(status["decisions"]["internal_errors"] == 0, f"internal errors: {status}")
+    alarms = {e["reason"] for e in d.events(mark, ("alarm.rule_cache",))}
+    for name in chosen:
+        reason = plants[name][3]
+        if reason:
+            rig.check(reason in alarms, f"{name}: no alarm.rule_cache {reason} ({alarms})")
+    rig.quiet(door)
+    rig.publish("the office's next publish repairs the rules")
+    rig.tap(door, c1, "subscriber")
+    rig.tap(door, c2, "subscriber")
+    rig.figures["bad_values_planted"] += len(chosen)
