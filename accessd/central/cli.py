@@ -299,6 +299,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 print(f"{args.members}: {len(counts['kept_from_doors'])} members accepted from "
                       f"doors are not in the file, kept (--exact removes them): "
                       f"{', '.join(counts['kept_from_doors'])}", file=sys.stderr)
+            if counts["kept_suspended"]:
+                print(f"{args.members}: {len(counts['kept_suspended'])} kept suspended while "
+                      f"a door's revocation waits for `approve` or `reject`: "
+                      f"{', '.join(counts['kept_suspended'])}", file=sys.stderr)
             if counts["kept_revoked"]:
                 print(f"{args.members}: {counts['kept_revoked']} revoked for good, kept "
                       f"revoked: {', '.join(counts['kept_revoked_ids'])}", file=sys.stderr)

@@ -209,6 +209,22 @@ class DoorChanges:
             out.setdefault(door, []).append(int(seq))
         return out
 
+    def pending_revocations(self, site: str) -> tuple[set[str], set[str]]:
+        """(member ids, card hashes) a door revoked that the office has not decided yet: they
+        stay suspended meanwhile, whatever the members file says (a card reported lost at
+        one door must not open the others again at the next routine import)."""
+        members: set[str] = set()
+        cards: set[str] = set()
+        for kind, mid, h, proposed in self.store.rows(
+                "SELECT kind, member_id, credential_hash, proposed FROM proposals WHERE "
+                "site = ? AND state = 'pending'", (site,)):
+            if json.loads(proposed).get("status") == "revoked":
+                if kind == "member":
+                    members.add(mid)
+                elif h:
+                    cards.add(h)
+        return members, cards
+
     def approve(self, site: str, ids: list[int] | None, by: str) -> list[dict[str, Any]]:
         """Accept proposals (None: every pending one of the site), members before cards.
 

@@ -551,6 +551,8 @@ class CentralStore(DoorRecords):
         not touched.
         A revocation is terminal: a member or card ever revoked here stays revoked whatever
         the file says (`kept_revoked` lists them), and the file's revocations are recorded.
+        One a door revoked that the operator has not decided yet stays suspended
+        (`kept_suspended`): the file decides again once the proposal is rejected.
         """
         now = format_ts(utcnow())
         ids = {m["id"] for m in members}
@@ -564,6 +566,16 @@ class CentralStore(DoorRecords):
             members = [{**m, "status": "revoked"} if m["id"] in revoked_m else m
                        for m in members]
             credentials = [{**c, "status": "revoked"} if c["hash"] in revoked_c else c
+                           for c in credentials]
+            held_m, held_c = self.changes.pending_revocations(site)  # a door's, undecided
+            suspended = sorted({m["id"] for m in members if m["id"] in held_m
+                                and m["status"] == "active"}
+                               | {c["hash"][:12] for c in credentials if c["hash"] in held_c
+                                  and c.get("status", "active") == "active"})
+            members = [{**m, "status": "suspended"} if m["id"] in held_m
+                       and m["status"] == "active" else m for m in members]
+            credentials = [{**c, "status": "suspended"} if c["hash"] in held_c
+                           and c.get("status", "active") == "active" else c
                            for c in credentials]
             origins = ("central", "site") if exact else ("central",)
             gone_c = [h for (h, origin) in self.rows(
@@ -606,7 +618,7 @@ class CentralStore(DoorRecords):
         return {"members": len(members), "credentials": len(credentials),
                 "removed_members": len(gone_m), "removed_credentials": len(gone_c),
                 "kept_revoked": len(kept), "kept_revoked_ids": kept,
-                "kept_from_doors": sorted(from_doors)}
+                "kept_suspended": suspended, "kept_from_doors": sorted(from_doors)}
 
     def rules(self, site: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The site's members and credentials as they go into a snapshot."""

@@ -71,7 +71,7 @@ class SigningKey:
         """A new key written to `path` (mode 0600): through a temporary file linked (or,
         with `replace`, renamed) into place, so a power cut never leaves half a key and two
         processes starting at once end with the same one."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)  # not the umask's
         key = cls.generate()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
