@@ -308,10 +308,15 @@ rules_max_bytes = {RULES_MAX_BYTES}
                    env={"SUDO_USER": sudo_user}, cwd="/")
 
     # -- the daemon -------------------------------------------------------------------------
-    def start(self) -> None:
-        self.daemon = Daemon(self.site)
+    def start(self, *, wait: bool = True) -> None:
+        self.daemon = Daemon(self.site, wait_ready=False)
         self.lives.append((self.daemon, now(), None))
-        if not self.daemon.wait_for(r"reader door: (back )?online", timeout=10):
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
+        assert self.daemon is not None
+        if not self.daemon.wait_for(r"reader door: (back )?online", timeout=20):
             raise RuntimeError(f"{self.name}: the reader did not come online")
 
     def stop(self) -> int:

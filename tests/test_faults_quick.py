@@ -29,7 +29,7 @@ def test_fault_suite_quick_mode_has_no_failure() -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     names = {s["name"] for s in report["scenarios"]}
     assert {"power_cut", "power_loss", "reader_faults", "clock_faults", "attack_uid_flood",
-            "disk_full_readonly", "fuzz_parsers", "network_link", "network_attack",
+            "disk_full_readonly", "fuzz_parsers", "network_link", "network_attack", "insider",
             "unintended_release"} <= names
     ran = [s for s in report["scenarios"] if s["status"] == "ok"]
     assert all(s["trials"] > 0 for s in ran), "a scenario that passed ran no trial"
