@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from faultsuite.daemon import PYTHON, until
-from faultsuite.insider_oracle import Member
+from faultsuite.insider_oracle import REVOKED, Member
 from faultsuite.insider_site import (
     DOORS,
     NOT_AUTHORIZED,
@@ -94,6 +94,15 @@ def journalled(rig: Insider, door: str, after: int, etype: str,
     return found[0] if found else None
 
 
+def some(rig: Insider, items: list[Any], least: int, *, everything: bool = True) -> list[Any]:
+    """A random selection in a random order: all of them in quick mode (`everything`: CI
+    sees every case each run), at least `least` in long mode (many trials cover them all)."""
+    if everything and not rig.ctx.long:
+        return rig.rng.sample(items, len(items))
+    most = len(items) if rig.ctx.long else least
+    return rig.rng.sample(items, rig.rng.randint(least, max(least, most)))
+
+
 def publish_all(rig: Insider, client: Client, messages: list[tuple[str, bytes]],
                 expect: tuple[int, ...] = PUBLISHED, what: str = "") -> None:
     for t, payload in messages:
@@ -161,7 +170,7 @@ def login_forged_events(rig: Insider) -> None:
             reason="subscriber"))),
         "not_json": ("event_invalid", lambda: b'{"payload": {"seq": ' + str(last + 1).encode()),
     }
-    chosen = rig.rng.sample(sorted(variants), rig.rng.randint(2, len(variants)))
+    chosen = some(rig, sorted(variants), 2)
     thief = Client(rig.broker, f"door-{SITE}-{door}", rig.name("thief"))
     try:
         for name in chosen:
@@ -440,12 +449,13 @@ def stolen_door_restricts(rig: Insider) -> None:
 
 
 # -- the host's account ----------------------------------------------------------------------
-FORBIDDEN_HOST_ARGS = [
+FORBIDDEN_HOST_ARGS = [  # the first two are issue 8's own, run every time
     ["central", "site", "--store", "{stolen}", "--site", SITE, "--key-file", "{site_key}"],
+    ["list", "--config", "{other}"],
     ["central", "publish", "--site", SITE, "--key", "{office_key}", "--no-send", "--store",
      "{stolen}"],
     ["run"], ["check-config"], ["door-key", "--new"],
-    ["--config", "{other}", "list"], ["list", "--config", "{other}"],
+    ["--config", "{other}", "list"],
     ["list", "--config={other}"], ["list", "--conf", "{other}"],
     ["enroll", "--name", "X", "--plan", "subscriber", "--no-card", "--", "--config", "{other}"],
     ["open", "--operator", "x", "--store", "{stolen}"], ["status", "-c", "{other}"],
@@ -465,8 +475,8 @@ def host_wrapper(rig: Insider) -> None:
                                                       str(rig.work / "elsewhere")))
     names = {"stolen": stolen, "site_key": d.secret, "office_key": rig.office.key_path,
              "other": other_cfg}
-    many = rig.rng.randint(4, len(FORBIDDEN_HOST_ARGS)) if rig.ctx.long else 5
-    for args in rig.rng.sample(FORBIDDEN_HOST_ARGS, many):
+    for args in FORBIDDEN_HOST_ARGS[:2] + some(rig, FORBIDDEN_HOST_ARGS[2:], 3,
+                                                everything=False):
         argv = [a.format(**names) for a in args]
         r = d.host(*argv, sudo_user=rig.rng.choice(["claire", "marc"]))
         rig.check(r.returncode == 2 and r.stderr.startswith("accessd: error:")
@@ -663,7 +673,7 @@ def central_login(rig: Insider) -> None:
                              {"command.rejected": "replayed"}),
         "ha_unlock": (topic(door, "ha/release"), b"UNLOCK", {}),
     }
-    chosen = rig.rng.sample(sorted(steps), rig.rng.randint(3, len(steps)))
+    chosen = some(rig, sorted(steps), 3)
     central = Client(rig.broker, "central", rig.name("central"))
     marks = {d: rig.doors[d].last_seq() for d in DOORS}
     try:
@@ -763,11 +773,12 @@ def office_key_documents(rig: Insider) -> None:
     }
     central = Client(rig.broker, "central", rig.name("publisher"))
     try:
-        for name in rig.rng.sample(sorted(cases), rig.rng.randint(4, len(cases))):
+        for name in some(rig, sorted(cases), 4):
             make, kind, outcome = cases[name]
             payload = make()
             raw = encode(key.sign(payload))
             marks = {d: rig.doors[d].last_seq() for d in DOORS}
+            planted = plant_modules(rig) if name == "un-revocation, large" else None
             began = now()
             publish_all(rig, central, [(f"{RULES}/{kind}", raw)], what=name)
             if outcome == "applied":  # the office's next version follows the doors'
@@ -780,14 +791,20 @@ def office_key_documents(rig: Insider) -> None:
                     continue
                 assert row is not None
                 detail = json.loads(row["detail"])
-                if outcome == "applied":
-                    rig.check(detail.get("refused_unrevoke", {}).get("members") == ["rex"],
-                              f"{name}: door {d} applied it without keeping rex revoked: "
-                              f"{detail.get('refused_unrevoke')}")
+                if outcome == "applied":  # what this door knows revoked, said active
+                    gone = rig.rights.office_revoked | rig.rights.revoked_at.get(d, set())
+                    wanted = sorted(m["id"] for m in payload["members"]
+                                    if m["status"] != REVOKED and m["id"] in gone)
+                    got = detail.get("refused_unrevoke", {}).get("members")
+                    rig.check("rex" in wanted and got == wanted,
+                              f"{name}: door {d} kept {got} revoked, expected {wanted}")
                 else:
                     rig.check(row["reason"] == outcome,
                               f"{name}: door {d} refused it as {row['reason']}, "
                               f"expected {outcome}")
+            if planted is not None and planted.exists():  # the isolated child applied it
+                rig.check(False, f"code planted in the storage folder ran in the child: "
+                                 f"{planted.read_text()[:200]!r}")
             if outcome == "applied":
                 rig.timeline.commit(DOORS, began, now())  # the model says rex stays revoked
             for d in DOORS:
@@ -796,6 +813,24 @@ def office_key_documents(rig: Insider) -> None:
     finally:
         central.close()
     rig.publish("the office's own rules again")
+
+
+def plant_modules(rig: Insider) -> Any:
+    """Modules planted in each door's storage folder, where the child that applies large
+    documents runs (as someone able to write there would): each records that it ran."""
+    marker = rig.work / rig.name("planted-code-ran")
+    code = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
+    for d in rig.doors.values():
+        for name in ("accessd/__init__.py", "accessd/uplink/__init__.py", "json.py",
+                     "argparse.py", "sitecustomize.py", "usercustomize.py"):
+            path = d.site.storage / name
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(code)
+    # the control: a child started there *without* -I runs the planted package
+    run([PYTHON, "-m", "accessd.uplink.apply", "--help"], cwd=d.site.storage)
+    rig.need(marker.exists(), "the planted modules would not run even without isolation")
+    marker.unlink()
+    return marker
 
 
 @attack
@@ -877,7 +912,7 @@ def stored_bad_values(rig: Insider) -> None:
                               (rig.rng.choice([f"{acked}.0", "abc", "-5", "true", "1e9"]),),
                               ""),
     }
-    chosen = rig.rng.sample(sorted(plants), rig.rng.randint(2, len(plants)))
+    chosen = some(rig, sorted(plants), 2, everything=False)
     garbage = "rule version" in chosen and not {"plan vip", "validity 2026-02-30",
                                                  "schedule Europe/Pariss"} & set(chosen)
     if garbage and rig.rng.random() < 0.7:  # means no version: the door asks for a snapshot,
