@@ -912,7 +912,7 @@ def stored_bad_values(rig: Insider) -> None:
                               (rig.rng.choice([f"{acked}.0", "abc", "-5", "true", "1e9"]),),
                               ""),
     }
-    chosen = some(rig, sorted(plants), 2, everything=False)
+    chosen = some(rig, sorted(plants), 2)
     garbage = "rule version" in chosen and not {"plan vip", "validity 2026-02-30",
                                                  "schedule Europe/Pariss"} & set(chosen)
     if garbage and rig.rng.random() < 0.7:  # means no version: the door asks for a snapshot,

@@ -220,3 +220,52 @@ def test_the_door_key_makes_a_private_storage_folder_whatever_the_umask(tmp_path
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o750
     assert stat.S_IMODE((tmp_path / "state" / "door.key").stat().st_mode) == 0o600
+
+
+@needs_mosquitto
+@pytest.mark.xfail(strict=True, reason="found by the insider scenario, not fixed (a protocol "
+                   "change): an event signed with a stolen door key that takes the number "
+                   "after one of the door's events in flight makes the office acknowledge past "
+                   "the door's last number; the door takes a new journal and sends its "
+                   "unacknowledged event again, which the office then stores twice")
+def test_a_stolen_key_taking_the_next_number_does_not_store_a_real_event_twice(
+        tmp_path: Path) -> None:
+    from mqtt_broker import Broker, DoorRig, start_collector, wait_for
+
+    from accessd.central.store import open_store
+    from accessd.events import Event, EventType, JournalEntry
+    from accessd.protocol.codec import encode
+    from accessd.protocol.transport import connected_client
+    from accessd.uplink.outbox import event_message
+
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    store = open_store(tmp_path / "central.db")
+    collector = start_collector(store, broker)
+    rig = DoorRig(tmp_path / "door", broker)
+    key = rig.register(store)  # the thief copied it from the SD card
+    rig.start()
+    thief = connected_client(broker.settings("door-s1-d1"), "thief")
+    try:
+        rig.produce(3)
+        wait_for(lambda: rig.journal.acked_seq == 3 == store.count_events("s1", "d1"),
+                 message="3 stored")
+        collector.stop()  # the office is slow: what comes now waits at the broker
+        forged = JournalEntry(5, "forged-5", "s1", "d1", Event(
+            EventType.ACCESS_GRANTED, member_id="mallory", result="granted",
+            reason="subscriber"))
+        thief.publish("accessd/s1/d1/event", encode(key.sign(event_message(
+            forged, rig.uplink.state()["journal"]))), qos=1).wait_for_publish(10)
+        rig.produce(1)  # the door's own #4, right behind it
+        collector = start_collector(store, broker)
+        wait_for(lambda: rig.journal.depth() == 0 and store.count_events("s1", "d1") >= 5,
+                 timeout=30, message="the door's events acknowledged again")
+        ids = [e["id"] for e in store.events("s1", door="d1")]
+        assert len(ids) == len(set(ids)), "a real event is stored under two numbers"
+    finally:
+        thief.disconnect()
+        thief.loop_stop()
+        rig.close()
+        collector.stop()
+        store.close()
+        broker.stop()
