@@ -24,14 +24,13 @@ what its attack must not achieve. After every trial, three oracles of faultsuite
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sqlite3
 import time
 import traceback
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -99,6 +98,7 @@ class Insider:
         self.refused: Counter[tuple[str, str]] = Counter()  # (door, alarm kind) expected
         self.checked: set[str] = set()  # event ids whose grant was checked
         self.reported: set[str] = set()  # failures of the invariants, each reported once
+        self.releases: set[tuple[str, str, datetime]] = set()  # relay energisations seen
         self.figures: Counter[str] = Counter()
         self.refused_before = 0  # counted by collectors this run stopped
         self.seconds: dict[str, float] = {}  # per attack, invariants included
@@ -387,7 +387,8 @@ class Insider:
                     if not covered and t <= end - timedelta(seconds=1):  # else: not out yet
                         self.once(f"door {name}: {e['type']} {e['id']} at {e['ts']} but the "
                                   "relay was never released")
-                self.figures["releases_checked"] += len(released)
+                self.releases.update((name, daemon.log_path.name, t) for t, _ in released)
+        self.figures["releases_checked"] = len(self.releases)
 
     def check_store(self) -> None:
         """The office's store equals the doors' journals; every refused forgery alarmed."""
@@ -466,10 +467,14 @@ def insider(ctx: Context, res: Result) -> None:
         f"messages refused and alarmed; {rig.figures['grants_checked']} grants and "
         f"{rig.figures['releases_checked']} relay releases checked against the office's "
         f"rules; {rig.figures['taps']} taps decided; {rig.figures['publishes']} publishes")
-
-
-def json_line(text: str) -> Any:
-    return json.loads(text)
+    f = rig.figures
+    res.notes.append(
+        f"the broker refused {f['acl_refusals']} publishes (ACL), the wrapper "
+        f"{f['wrapper_refusals']} commands; {f['fake_acks']} fake acknowledgements ignored; "
+        f"{f['stolen_key_events']} events signed with a stolen door key; "
+        f"{f['crafted_documents']} documents signed with the office key; "
+        f"{f['bad_values_planted']} bad values planted; {f['secrets_probed']} secrets probed "
+        f"as the host's account")
 
 
 def sqlite_by_hand(path: Path, *statements: tuple[str, tuple[Any, ...]]) -> None:
@@ -483,6 +488,3 @@ def sqlite_by_hand(path: Path, *statements: tuple[str, tuple[Any, ...]]) -> None
     finally:
         conn.close()
 
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)

@@ -429,6 +429,7 @@ def stolen_door_restricts(rig: Insider) -> None:
         publish_all(rig, thief, [(topic(door, "event"), m) for m in messages])
     finally:
         thief.close()
+    rig.figures["stolen_key_events"] += len(messages)
     rig.need(until(lambda: len(rig.store.proposals(SITE)) == 2, 15),
              f"the revocations are not pending: {rig.store.proposals(SITE)}")
     rig.publish("the office's rows as they are", members=False)
