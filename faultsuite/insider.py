@@ -6,8 +6,9 @@ generates; the office's key, store and real CLI, and the real collector; two rea
 (`accessd run`, FIFO readers, mock pins), each with its own event key registered at the
 office. Each trial is one attack (faultsuite/insider_attacks.py), drawn in a random order with
 random parameters from the suite's seed: a stolen door login, a stolen door (its key too),
-the host's account, the central login without the office key, documents signed with the
-office's real key, state changes under a door. Each proves it ran (the broker's answer to every
+the central login without the office key, documents signed with the office's real key
+(faultsuite/insider_attacks.py); the host's account, state changes under a door
+(faultsuite/insider_local.py). Each proves it ran (the broker's answer to every
 publish, the refusals counted by the door or the office, the decisions journalled) and checks
 what its attack must not achieve. After every trial, three oracles of faultsuite/insider_oracle
 (none of them the product's own checks):
@@ -431,6 +432,7 @@ class Insider:
           "with the office key, state changes: no grant the office did not allow, office "
           "store = door journals (forgeries alarmed), every door keeps deciding", order=80)
 def insider(ctx: Context, res: Result) -> None:
+    import faultsuite.insider_local  # noqa: F401  (registers the attacks on the door's machine)
     from faultsuite.insider_attacks import ATTACKS
 
     rig = Insider(ctx, res)
