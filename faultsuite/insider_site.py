@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import subprocess
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -366,7 +367,9 @@ rules_max_bytes = {RULES_MAX_BYTES}
             found[:] = [e for e in self.events(after, ACCESS) if e["credential"] == short]
             return bool(found)
 
-        until(seen, timeout)
+        deadline = time.monotonic() + timeout  # a decision takes milliseconds: look often
+        while not seen() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return found[0] if found else None
 
 
