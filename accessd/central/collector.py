@@ -189,7 +189,7 @@ class Collector:
                     except queue.Empty:
                         break
             try:
-                self._handle(pending)
+                self.handle(pending)
                 pending = []
             except StoreError as exc:
                 self.stats.last_error = str(exc)
@@ -200,7 +200,11 @@ class Collector:
                 self._stopping.wait(2.0)
             self._check_gaps()
 
-    def _handle(self, messages: list[mqtt.MQTTMessage]) -> None:
+    def handle(self, messages: list[mqtt.MQTTMessage]) -> None:
+        """One batch of messages, as the worker takes them from the inbox: events checked,
+        stored in one transaction and acknowledged, then the broker's copies released
+        (`client.ack`), then rule requests and statuses. Public for benchmarks/collector_cpu.py,
+        which feeds it without a broker."""
         requests, statuses = [], []
         refused: dict[tuple[str, str, str], list[str]] = {}
         signed: list[tuple[str, str, dict[str, Any], bytes]] = []

@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from accessd.errors import ProtocolError
-from accessd.protocol.codec import EVENT_MAX_BYTES, EVENT_VERSION, decode, validate
+from accessd.protocol.codec import EVENT_MAX_BYTES, EVENT_VERSION, decode, encode, validate
 from accessd.protocol.signing import (
     PublicKeys,
     SigningKey,
@@ -99,6 +99,11 @@ def read_event(raw: bytes, keys: DoorKeys, *, site: str, door: str) -> dict[str,
     JSON, signature by one of that door's keys, schema, site and door, floor."""
     payload = keys.verify(decode(raw, max_bytes=EVENT_MAX_BYTES), site, door)
     return check_event(payload, site=site, door=door)
+
+
+def encode_event(key: SigningKey, payload: dict[str, Any]) -> bytes:
+    """One event on the wire, alone in its message (version 2): what a live tap sends."""
+    return encode(key.sign(payload))
 
 
 def make_ack(key: SigningKey, *, site: str, door: str, journal: str, acked: int | None = None,
