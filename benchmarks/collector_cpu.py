@@ -13,8 +13,9 @@ acknowledgements. What it leaves out is the MQTT transport itself (paho's parsin
 PUBLISH in its network thread, TLS, the broker); the network benchmark reports the
 collector process's whole CPU per event beside its rate (benchmarks/network.py).
 
-Forms (docs/protocol.md): `single`, one event per message (a live tap; version 2), and
-`batch`, a door's backlog in signed batches of up to `--per-message` events (version 3).
+Forms (docs/protocol.md): `v2`, one event per message in the version 2 envelope (a door
+older than version 3, or set to `event_version = 2`); `single`, one event per version 3
+message (a live tap); `batch`, a door's backlog, up to `--per-message` events signed at once.
 For each it also reports the door's CPU to sign and encode the messages, and one Ed25519
 verification alone, to put the rest in proportion. `--profile N` prints cProfile's top N
 functions of the collector's share.
@@ -33,7 +34,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-FORMS = ("single", "batch")
+FORMS = ("v2", "single", "batch")
 
 
 def _entry_payloads(doors: list[tuple[str, str]], per_door: int) -> dict[tuple[str, str],
@@ -68,8 +69,10 @@ def messages(form: str, doors: list[tuple[str, str]], per_door: int, per_message
     bodies: dict[tuple[str, str], list[bytes]] = {}
     t0 = time.process_time()
     for door, items in payloads.items():
-        if form == "single":
+        if form == "v2":
             bodies[door] = [delivery.encode_event(keys[door], p) for p in items]
+        elif form == "single":
+            bodies[door] = [delivery.encode_events(keys[door], [p]) for p in items]
         else:
             bodies[door] = [delivery.encode_events(keys[door], items[i:i + per_message])
                             for i in range(0, len(items), per_message)]
@@ -83,6 +86,22 @@ def messages(form: str, doors: list[tuple[str, str]], per_door: int, per_message
                 msg.payload, msg.qos = items[i], 1
                 out.append(msg)
     return out, sign_s
+
+
+def inbox_batches(msgs: list[Any], most: int) -> list[list[Any]]:
+    """As the collector's worker takes them from its inbox: up to `most` messages, or until
+    they hold BATCH_BYTES."""
+    from accessd.central.collector import BATCH_BYTES
+
+    out: list[list[Any]] = []
+    size = 0
+    for msg in msgs:
+        if not out or len(out[-1]) >= most or size >= BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(msg)
+        size += len(msg.payload)
+    return out
 
 
 class Sink:
@@ -119,8 +138,7 @@ def run_form(form: str, args: argparse.Namespace, store_url: str) -> dict[str, A
         sink = Sink()
         collector.client = sink  # type: ignore[assignment]
         collector.door_keys()
-        # the collector takes up to `batch` messages at a time from its inbox
-        batches = [msgs[i:i + args.batch] for i in range(0, len(msgs), args.batch)]
+        batches = inbox_batches(msgs, args.batch)
         collector.handle(batches[0])  # warm-up: caches, the first journal of each door
         warm = collector.stats.stored
         profile = cProfile.Profile() if args.profile else None

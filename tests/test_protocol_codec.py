@@ -195,7 +195,7 @@ def test_a_faulty_row_is_named_by_its_index_and_field():
 
 
 def test_depth_counts_containers_only():
-    from accessd.protocol.codec import _depth
+    from accessd.protocol.codec import depth as _depth
 
     assert [_depth(x) for x in (1, "s", None, [], {}, [1, [2]], {"a": [{"b": 1}]})] == \
         [0, 0, 0, 1, 1, 2, 3]

@@ -17,11 +17,13 @@ class Link:
         self.floors: list[int | None] = []
         self.up = True
 
-    def __call__(self, entry, floor) -> bool:
-        if self.up:
+    def __call__(self, entries) -> int:
+        if not self.up:
+            return 0
+        for entry, floor in entries:
             self.sent.append(entry.seq)
             self.floors.append(floor)
-        return self.up
+        return len(entries)
 
 
 @pytest.fixture

@@ -25,7 +25,10 @@ from accessd.store.journal import Journal
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[JournalEntry, int | None], bool]
+#: publishes these entries in order, each with its `floor` (None: none), as few messages as
+#: the wire form allows (docs/protocol.md, version 3: many in one signed message); returns how
+#: many of them, from the first, the broker connection took (0 when offline)
+Send = Callable[[list[tuple[JournalEntry, int | None]]], int]
 
 
 def event_message(entry: JournalEntry, journal: str,
@@ -38,7 +41,7 @@ def event_message(entry: JournalEntry, journal: str,
 
 
 class Outbox:
-    """Window and resend logic over a journal; `send` publishes one entry, False if offline.
+    """Window and resend logic over a journal; `send` publishes entries (see `Send`).
 
     Used from one thread only (the uplink's worker).
     """
@@ -88,13 +91,10 @@ class Outbox:
                         entries[0].seq - 1)
         if self.in_flight == 0:
             self.last_progress = self.clock()
-        sent = 0
-        for entry in entries:
-            floor = self.floor if self.floor and self.floor > self.acked + 1 else None
-            if not self.send(entry, floor):
-                break
-            self.sent_upto = entry.seq
-            sent += 1
+        floor = self.floor if self.floor and self.floor > self.acked + 1 else None
+        sent = self.send([(entry, floor) for entry in entries])
+        if sent:
+            self.sent_upto = entries[sent - 1].seq
         return sent
 
     def on_ack(self, seq: int) -> None:
@@ -121,13 +121,9 @@ class Outbox:
                                        limit=self.window)
         if not entries and floor is not None:
             entries = self.journal.entries(oldest, oldest, limit=1)
-        sent = 0
-        for entry in entries:
-            if not self.send(entry, floor):
-                break
-            floor = None
-            sent += 1
-        return sent
+        if not entries:
+            return 0
+        return self.send([(entries[0], floor)] + [(entry, None) for entry in entries[1:]])
 
     def on_rebased(self, after: int) -> None:
         """The journal was renumbered after `after` (acknowledged now): send from there."""
