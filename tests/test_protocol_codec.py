@@ -232,3 +232,51 @@ def test_fast_event_check_accepts_what_the_door_sends():
     entry = JournalEntry(3, "id", "s1", "d1", Event(EventType.DOOR_FORCED, ts=utcnow()))
     assert _event_ok(event_message(entry, "f" * 32, None))
     assert _event_ok(_SAMPLE_EVENT)
+
+
+_SAMPLE_ACK = {"v": 2, "site": "s1", "door": "d1", "journal": "0" * 32, "acked": 29,
+               "resend": [30, 31], "rebase": {"after": 40, "journal": "1" * 32}}
+_ACK_ODD = st.one_of(_ODD_VALUES, st.lists(st.integers(-1, 3), max_size=3),
+                     st.just([1.0, 2]), st.just([True, 2]),
+                     st.dictionaries(st.sampled_from(["after", "journal", "x"]),
+                                     st.one_of(st.integers(-1, 3), st.just("1" * 32),
+                                               st.just(4.0)), max_size=3))
+
+
+@given(st.dictionaries(st.sampled_from([*_SAMPLE_ACK, "extra"]), _ACK_ODD, max_size=5),
+       st.sets(st.sampled_from(list(_SAMPLE_ACK)), max_size=4))
+def test_fast_ack_check_is_never_more_lenient_than_the_schema(changes, dropped):
+    from accessd.protocol.codec import _ack_ok
+
+    doc = {**_SAMPLE_ACK, **changes}
+    for key in dropped:
+        doc.pop(key, None)
+    if _ack_ok(doc):
+        assert not list(strict_validator(schema("ack")).iter_errors(doc)), doc
+
+
+_SAMPLE_SIGNED_EVENTS = {"v": 3, "events": "{}", "sig": "A" * 86 + "==", "key_id": "0" * 16}
+
+
+@given(st.dictionaries(st.sampled_from([*_SAMPLE_SIGNED_EVENTS, "extra"]),
+                       st.one_of(_ODD_VALUES, st.just("A" * 86 + "=="), st.just("0" * 16),
+                                 st.just(3.0)), max_size=4),
+       st.sets(st.sampled_from(list(_SAMPLE_SIGNED_EVENTS)), max_size=2))
+def test_fast_signed_events_check_is_never_more_lenient_than_the_schema(changes, dropped):
+    from accessd.protocol.codec import _signed_events_ok
+
+    doc = {**_SAMPLE_SIGNED_EVENTS, **changes}
+    for key in dropped:
+        doc.pop(key, None)
+    if _signed_events_ok(doc):
+        assert not list(strict_validator(schema("signed_events")).iter_errors(doc)), doc
+
+
+def test_fast_ack_and_envelope_checks_accept_what_is_sent():
+    from accessd.protocol.codec import _ack_ok, _signed_events_ok
+
+    assert _ack_ok(_SAMPLE_ACK) and _signed_events_ok(_SAMPLE_SIGNED_EVENTS)
+    for key in ("resend", "rebase"):
+        assert _ack_ok({k: v for k, v in _SAMPLE_ACK.items() if k != key})
+    assert not _ack_ok({k: v for k, v in _SAMPLE_ACK.items()
+                        if k not in ("acked", "resend", "rebase")})  # says nothing

@@ -251,7 +251,11 @@ class Collector:
             if not holds:
                 refuse(site, door, ProtocolError("bad_signature: the signature does not match"))
                 continue
-            good, bad = events_in(o, site=site, door=door)
+            try:
+                good, bad = events_in(o, site=site, door=door)
+            except ProtocolError as exc:  # refused whole
+                refuse(site, door, exc)
+                continue
             events += good
             for exc in bad:
                 refuse(site, door, exc)

@@ -214,7 +214,8 @@ def events_in(opened: Opened, *, site: str, door: str
               ) -> tuple[list[dict[str, Any]], list[ProtocolError]]:
     """Once the signature of `opened` holds: its events that pass every check of an event
     (size, JSON, depth, schema, site and door, floor), and why each other one was refused.
-    A version 3 message with more than BATCH_MAX_EVENTS lines is refused whole."""
+    A version 3 message with more than BATCH_MAX_EVENTS lines is refused whole
+    (ProtocolError)."""
     if opened.single is not None:
         try:
             return [check_event(opened.single, site=site, door=door)], []
@@ -222,8 +223,8 @@ def events_in(opened: Opened, *, site: str, door: str
             return [], [exc]
     lines = opened.text.split("\n")
     if len(lines) > BATCH_MAX_EVENTS:
-        return [], [ProtocolError(f"invalid: signed_events: {len(lines)} events, at most "
-                                  f"{BATCH_MAX_EVENTS} in one message")] * len(lines)
+        raise ProtocolError(f"invalid: signed_events: {len(lines)} events, at most "
+                            f"{BATCH_MAX_EVENTS} in one message")
     good: list[dict[str, Any]] = []
     bad: list[ProtocolError] = []
     for line in lines:
@@ -277,7 +278,7 @@ def read_events(raw: bytes, keys: DoorKeys, *, site: str, door: str
                 base64.b64decode(envelope["sig"]), signed)
         except (InvalidSignature, ValueError):
             raise ProtocolError("bad_signature: the signature does not match") from None
-        lines = signed.split(b"\n")
+        lines = envelope["events"].split("\n")
         if len(lines) > BATCH_MAX_EVENTS:
             raise ProtocolError(f"invalid: signed_events: {len(lines)} events")
         good, bad = [], []
