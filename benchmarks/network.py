@@ -22,10 +22,12 @@ pessimistic compared with a door, a broker and a collector on separate machines.
   connected). The wait for the connection (back-off) is reported, not counted.
 - central_ingest_*: one load generator (the office's "central" login, allowed to write every
   door's topic) publishes valid event messages for 50 doors as fast as paho goes, QoS 1,
-  each signed beforehand by its door's key (registered in the store, as `accessd central
-  door add` does); the collector process checks every signature and stores them (batches, one
-  commit each, signed acknowledgements to doors).
-  Rate: events / (last batch committed - first batch committed).
+  signed beforehand by each door's key (registered in the store, as `accessd central door
+  add` does) as the door's uplink signs a backlog: up to 100 events a message (version 3);
+  the collector process checks every signature and stores them (batches, one commit each,
+  signed acknowledgements to doors). Rate: events / (last batch committed - first batch
+  committed). The note adds live taps (one event a message, 10,000 of them) and the collector
+  process's CPU per event for both.
 
 Doors trust the benchmark's office key (acknowledgements are signed with it) and their own
 door key is registered in the collector's store before the collector starts.
