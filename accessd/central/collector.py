@@ -2,7 +2,8 @@
 
 Subscribes to all doors through an MQTT 5 shared subscription with a persistent session, so
 several collectors share the load and messages wait at the broker while one is down. An event
-is stored only if a key registered for its door signed it (`door_keys`); anything else is
+is stored only if a key registered for its door signed it (`door_keys`; one check for a
+door's signed batch, version 3, whose lines are then checked one by one); anything else is
 refused with an alarm naming the door. Each batch is committed before anything is
 acknowledged, to the broker (manual PUBACK) or to the door (its `ack` topic, signed with the
 office's key, with the contiguous mark recomputed from the store).

@@ -1,7 +1,10 @@
 """Events and acknowledgements on the wire: each signed by its sender, bound to one door.
 
 A door signs every event it publishes with its own key (`DoorKey`, made on the device); the
-office stores only what a key it registered for that very door signed. The office signs
+office stores only what a key it registered for that very door signed. Since version 3 a
+door signs up to 100 events at once, as the lines of one text carried exactly as signed (a
+backlog costs the office one signature check per message, not per event); version 2 (one
+event, signed over its canonical JSON) is still read. The office signs
 every acknowledgement, resend request and rebase instruction with its key; a door uses none
 it cannot verify with the office's public keys. Both are about one journal of one door
 (`journal`, a random id made with the journal), so nothing said about a door's previous
