@@ -144,6 +144,9 @@ def run_form(form: str, args: argparse.Namespace, store_url: str) -> dict[str, A
         collector.client = sink  # type: ignore[assignment]
         collector.door_keys()
         batches = inbox_batches(msgs, args.batch)
+        if len(batches) < 2:
+            raise SystemExit(f"{form}: {len(msgs)} messages make one batch, the warm-up; "
+                             "nothing left to time (more --events or a smaller --batch)")
         collector.handle(batches[0])  # warm-up: caches, the first journal of each door
         warm = collector.stats.stored
         profile = cProfile.Profile() if args.profile else None
