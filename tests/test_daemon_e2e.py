@@ -90,8 +90,8 @@ def test_tap_pulses_lock_and_journals_then_survives_sigkill(config: Path, tmp_pa
         assert d.status()["lock"] == {"state": "released", "type": "fail-secure",
                                       "relay_pin": "high"}
         d.wait_for(r"lock LOCKED", timeout=10)
-        released = re.search(r"(\d\d:\d\d:\d\d,\d+) INFO +accessd: lock RELEASED", d.text())
-        locked = re.search(r"(\d\d:\d\d:\d\d,\d+) INFO +accessd: lock LOCKED", d.text())
+        released = re.search(r"(\d\d:\d\d:\d\d,\d+) \S+ INFO +accessd: lock RELEASED", d.text())
+        locked = re.search(r"(\d\d:\d\d:\d\d,\d+) \S+ INFO +accessd: lock LOCKED", d.text())
         assert released and locked
 
         def secs(m: re.Match[str]) -> float:

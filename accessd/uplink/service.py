@@ -115,7 +115,7 @@ class Uplink:
         self._state: dict[str, Any] = {"connected": False, "last_error": None,
                                        "outbox_depth": None, "acked_seq": None,
                                        "rule_version": None, "last_rules": None,
-                                       "acks_refused": 0}
+                                       "acks_refused": 0, "last_ack_at": None}
         self._acks_warned_at = -WARN_EVERY_S
 
     # -- the daemon's side --------------------------------------------------------------
@@ -316,6 +316,7 @@ class Uplink:
                 self._journal_replaced_at_office(ack["acked"])
                 return
             self.outbox.on_ack(ack["acked"])
+            self._set(last_ack_at=format_ts(utcnow()))  # for status and doctor
         if "resend" in ack:
             self.outbox.on_resend(*ack["resend"])
 
