@@ -64,6 +64,10 @@ class MemberNotFound(AccessdError, LookupError):
     """No member or credential matches what was asked for."""
 
 
+class UnknownSite(AccessdError, LookupError):
+    """The office knows no site by that id (no site row, no door key, no stored event)."""
+
+
 class AmbiguousMember(MemberNotFound):
     """A name matches several members: the message lists them with their ids."""
 

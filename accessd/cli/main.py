@@ -74,7 +74,7 @@ def _card(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(30m, 24h, 7d, 2w); site time")
     p.add_argument("--until", type=_when, metavar="WHEN",
                    help="before then (same forms; a day means its midnight)")
-    p.add_argument("--limit", type=_positive, default=50, help="at most N entries (default 50)")
+    p.add_argument("--limit", type=positive_int, default=50, help="at most N entries (default 50)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per line, the event schema of docs/journal.md")
 

@@ -204,13 +204,15 @@ class Uplink:
         self.journal_id = self.journal.journal_id or self.journal.new_identity()
         self.door_key = self._door_key()
         if self.keys is None:
-            log.warning("no [mqtt] rules_public_key_file: acknowledgements from the office "
-                        "cannot be checked, so events stay in the outbox")
+            log.warning("no [mqtt] rules_public_key_file: no office can acknowledge events "
+                        "here, so they wait in the journal ('accessd status' counts them)")
         self.discovery = Discovery(self.topics, Options.from_config(self.config),
                                    DiscoveryRecord(self.config.storage.dir / "homeassistant.json"),
                                    enabled=m.homeassistant_discovery)
         self.outbox = Outbox(self.journal, self._send, window=m.outbox_window,
                              ack_timeout_s=m.ack_timeout_s)
+        if self.keys is None:
+            self.outbox.expect_no_acks()  # said above, once: no resend warnings to follow
         self._refresh()
         connect(client, self.settings, clean_start=True)
         last_status, last_check, last_seen = 0.0, 0.0, None
