@@ -132,7 +132,8 @@ def find_member(rules: RuleCache, text: str) -> Member:
                     if len(found) > SHOWN_MATCHES else "")
             raise AmbiguousMember(f"{text.strip()!r} matches {len(found)} members: {listed}"
                                   f"{more}; give the id", [(m.id, m.name) for m in found])
-    raise MemberNotFound(f"no member is called {text.strip()!r} ('accessd list' shows them)")
+    raise MemberNotFound(f"no member {text.strip()!r} (no id or name matches; 'accessd list' "
+                         "shows them)")
 
 
 def member_by_card(site: Site, uid: str) -> Member:

@@ -166,7 +166,7 @@ def test_cli_errors_are_one_line(config: Path, tmp_path: Path) -> None:
     assert r.returncode == 1 and r.stderr.count("\n") == 1
     assert "the daemon is not running" in r.stderr
     r = cli(config, "enroll", "--name", "X", "--plan", "subscriber", "--card", "zz")
-    assert r.returncode == 1 and r.stderr.startswith("accessd: error:")
+    assert r.returncode == 2 and r.stderr.startswith("accessd: error:")  # a usage mistake
     r = cli(config, "suspend", "nobody")
     assert r.returncode == 1 and "no member 'nobody'" in r.stderr
     r = cli(config, "enroll", "--name", "Y", "--plan", "subscriber", "--card", ANA)

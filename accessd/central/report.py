@@ -111,7 +111,8 @@ class MonthlyBilling:
 
 def known_site(store: CentralStore, site: str) -> bool:
     """A site the office knows: set up, with a registered door, or with stored events."""
-    return bool(store.site(site) or store.door_keys(site) or store.stored_seq(site))
+    return bool(store.site(site) or store.door_keys(site) or store.stored_seq(site)
+                or store.events(site, limit=1))
 
 
 def site_schedule(store: CentralStore, site: str) -> Schedule:

@@ -519,7 +519,7 @@ def check_office(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
         return out
     oldest = first[0].event.ts if first else None
     age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
-    text = (f"{depth} events waiting, the oldest from "
+    text = (f"{depth} event{'s' if depth != 1 else ''} waiting, the oldest from "
             f"{local_time(oldest, tz) if oldest else '?'} ({_ago(age)}); {heard}")
     if age > OFFICE_LATE_S:
         return [*out, Check("office", ACTION, text,
