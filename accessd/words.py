@@ -73,7 +73,6 @@ class Because:
     valid_from: date | None = None
     valid_until: date | None = None
     status_now: str | None = None  # the member's state now, if known
-    reader: str | None = None
 
 
 def _closed_day(b: Because) -> str:

@@ -96,7 +96,7 @@ def explain(site: Site, text: str | None) -> dict[str, Any]:
         who=subject_of, schedule=schedule, day=ev.ts.astimezone(tz).date(),
         valid_from=member.valid_from if member else None,
         valid_until=member.valid_until if member else None,
-        status_now=str(member.status) if member else None, reader=ev.reader)
+        status_now=str(member.status) if member else None)
     verb = ("let out" if ev.reason == "exit" else "let in") if ev.result == "granted" \
         else "refused"
     where = f" at reader {ev.reader}" if len(site.config.readers) > 1 and ev.reader else ""

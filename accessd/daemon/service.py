@@ -47,8 +47,9 @@ SWITCH_INTERVAL_S = 0.0005  # a tap's thread gets the GIL within 0.5 ms, not 5 m
 
 
 class SiteTimeFormatter(logging.Formatter):
-    """Log times in the site's time zone with its name (CET, CEST): the console a host reads
-    shows the door's time, whatever the machine's zone."""
+    """Log times in the site's time zone with their offset (`2026-11-02 18:02:11,250
+    +01:00`): the console a host reads shows the door's time whatever the machine's zone, and
+    a program reading the log still knows the instant."""
 
     def __init__(self, fmt: str, tz: tzinfo | None) -> None:
         super().__init__(fmt)
@@ -56,7 +57,8 @@ class SiteTimeFormatter(logging.Formatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         when = datetime.fromtimestamp(record.created, self.tz).astimezone(self.tz)
-        return f"{when:%Y-%m-%d %H:%M:%S},{int(record.msecs):03d} {when:%Z}"
+        offset = when.strftime("%z")
+        return f"{when:%Y-%m-%d %H:%M:%S},{int(record.msecs):03d} {offset[:3]}:{offset[3:]}"
 
 
 def setup_logging(level: str, tz: tzinfo | None = None) -> None:
