@@ -8,18 +8,15 @@ configuration, the clock and its source, the disk and the stores, the broker (a 
 connection and login), the office's acknowledgements and the rules' age.
 
 Each check is `ok`, `info` (worth knowing, nothing to do) or `action` (something to fix);
-the exit status is 1 when any check needs action.
+the exit status is 1 when any check needs action. The hardware's checks are in
+`doctor_door`, the broker's and the office's in `doctor_net`.
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
-import socket
 import sqlite3
-import ssl
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -28,18 +25,14 @@ from typing import Any
 
 from accessd.cli.main import print_json
 from accessd.cli.timeparse import local_time
-from accessd.config import Config, ReaderConfig, load_config
+from accessd.config import Config, load_config
 from accessd.errors import AccessdError, ControlError
 from accessd.events import parse_ts
 
 OK, INFO, ACTION = "ok", "info", "action"
-SERIAL_LISTEN_S = 1.0  # how long a free serial port is read for frames
 MIN_FREE_BYTES = 200 * 1024 * 1024
 MIN_FREE_RATIO = 0.05
 MAX_WAL_BYTES = 64 * 1024 * 1024
-CERT_WARN_DAYS = 30
-OFFICE_LATE_S = 3600.0  # unacknowledged events older than this need a look
-BROKER_TIMEOUT_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -55,7 +48,7 @@ class Check:
                                                             if self.fix else "")
 
 
-def _ago(seconds: float) -> str:
+def ago(seconds: float) -> str:
     s = int(max(0, seconds))
     if s < 90:
         return f"{s} s ago"
@@ -88,220 +81,9 @@ def check_daemon(cfg: Config, status: dict[str, Any] | None, why: str) -> list[C
     if status is not None:
         up = float(status.get("uptime_s") or 0)
         return [Check("daemon", OK, f"running (accessd {status.get('version')}, started "
-                                    f"{_ago(up)})")]
+                                    f"{ago(up)})")]
     return [Check("daemon", ACTION, why.removeprefix("the daemon is "),
                   "start it: sudo systemctl start accessd (its log: journalctl -u accessd)")]
-
-
-# -- readers ---------------------------------------------------------------------------------
-def check_readers_running(cfg: Config, status: dict[str, Any]) -> list[Check]:
-    out = []
-    up = float(status.get("uptime_s") or 0)
-    for name, r in (status.get("readers") or {}).items():
-        label = f"reader {name}"
-        if not r.get("online"):
-            out.append(Check(label, ACTION, f"offline ({r.get('detail') or r.get('type')})",
-                             _reader_fix(_reader_config(cfg, name))))
-            continue
-        frames = r.get("frames") or {}
-        bad = int(frames.get("checksum_errors", 0)) + int(frames.get("framing_errors", 0))
-        good = int(frames.get("frames_ok", 0))
-        if bad and bad > good // 10:
-            out.append(Check(label, ACTION, f"online, but {bad} garbled frames for {good} good "
-                                            "ones", "check the antenna and its wiring, and "
-                                                    "the baud rate ([[readers]] baudrate)"))
-            continue
-        age = r.get("last_read_s")
-        seen = (f"last card read {_ago(age)}" if age is not None
-                else f"no card read since the daemon started {_ago(up)}")
-        out.append(Check(label, OK, f"online ({r.get('type')}); {seen}"))
-    return out
-
-
-def _reader_config(cfg: Config, name: str) -> ReaderConfig | None:
-    return next((r for r in cfg.readers if r.name == name), None)
-
-
-def _reader_fix(rc: ReaderConfig | None) -> str:
-    if rc is None:
-        return "check the reader's cable and its [[readers]] table"
-    if rc.type == "serial":
-        return (f"check that {rc.port} exists (the USB adapter is plugged in, or the UART "
-                "is enabled in raspi-config) and that no other program uses it")
-    if rc.type == "nfc":
-        return f"plug the NFC reader in and check [[readers]] port = {rc.port!r}"
-    return f"check the simulated reader's source {rc.source!r}"
-
-
-def check_readers_stopped(cfg: Config) -> list[Check]:
-    return [_probe_reader(rc) for rc in cfg.readers]
-
-
-def _probe_reader(rc: ReaderConfig) -> Check:
-    label = f"reader {rc.name}"
-    if rc.type == "simulated":
-        where = "stdin" if rc.source == "stdin" else f"FIFO {rc.source}"
-        return Check(label, INFO, f"simulated: card numbers from {where}, no hardware")
-    if rc.type == "serial":
-        return _probe_serial(rc, label)
-    return _probe_nfc(rc, label)
-
-
-def _probe_serial(rc: ReaderConfig, label: str) -> Check:
-    """Open the port (exclusively: never beside another program) and listen a moment."""
-    import serial
-
-    from accessd.readers.em4100 import FrameParser
-
-    try:
-        port = serial.serial_for_url(rc.port, baudrate=rc.baudrate, timeout=0.1,
-                                     exclusive=True)
-    except (OSError, ValueError) as exc:
-        return Check(label, ACTION, f"cannot open {rc.port}: {exc}", _reader_fix(rc))
-    parser = FrameParser()
-    cards: list[str] = []
-    try:
-        deadline = time.monotonic() + SERIAL_LISTEN_S
-        while time.monotonic() < deadline:
-            cards += parser.feed(port.read(port.in_waiting or 1))
-    except OSError as exc:
-        return Check(label, ACTION, f"{rc.port} failed while reading: {exc}", _reader_fix(rc))
-    finally:
-        port.close()
-    bad = parser.rejected_frames
-    if bad and bad >= len(cards):
-        return Check(label, ACTION, f"{rc.port} opens, but {bad} garbled frames arrived",
-                     "check the antenna and its wiring, and the baud rate ([[readers]] "
-                     "baudrate)")
-    if cards:
-        return Check(label, OK, f"{rc.port} opens and frames arrive ({len(cards)} card reads "
-                                f"in {SERIAL_LISTEN_S:g} s)")
-    return Check(label, OK, f"{rc.port} opens; no frame in {SERIAL_LISTEN_S:g} s (hold a card "
-                            "on the reader while 'accessd doctor' runs to test the antenna)")
-
-
-def _probe_nfc(rc: ReaderConfig, label: str) -> Check:
-    try:
-        import nfc
-    except ImportError as exc:
-        return Check(label, ACTION, f"nfcpy cannot be imported: {exc}",
-                     "reinstall accessd (pip install accessd)")
-    try:
-        clf = nfc.ContactlessFrontend(rc.port)
-    except (OSError, ValueError) as exc:
-        return Check(label, ACTION, f"cannot open NFC reader {rc.port!r}: {exc}",
-                     _reader_fix(rc))
-    try:
-        device = str(getattr(clf, "device", "") or rc.port)
-    finally:
-        clf.close()
-    return Check(label, OK, f"NFC reader present ({device})")
-
-
-# -- GPIO ------------------------------------------------------------------------------------
-def check_gpio_running(cfg: Config, status: dict[str, Any]) -> list[Check]:
-    from accessd.door.lock import locked_level, released_level
-
-    lock = status.get("lock") or {}
-    level = {"high": True, "low": False}.get(str(lock.get("relay_pin")))
-    wanted = (released_level if lock.get("state") == "released" else locked_level)(
-        cfg.lock.type, cfg.pins.relay_active_high)
-    pin = cfg.pins.lock_relay
-    out = []
-    if level is None:
-        out.append(Check("lock relay", ACTION, f"GPIO {pin} is not driven (relay pin "
-                                               f"{lock.get('relay_pin')})",
-                         "restart accessd; if it persists, check the relay's wiring"))
-    elif level != wanted:
-        out.append(Check("lock relay", ACTION, f"GPIO {pin} is {lock.get('relay_pin')} while "
-                                               f"the door is {lock.get('state')}",
-                         "check [pins] relay_active_high and [lock] type"))
-    else:
-        out.append(Check("lock relay", OK, f"GPIO {pin} {lock.get('relay_pin')}: "
-                                           f"{lock.get('state')} ({cfg.lock.type})"))
-    out += _door_state((status.get("door_contact") or {}).get("state"), None,
-                       status.get("alarms") or [], cfg)
-    return _mock_note(cfg) + out
-
-
-def _mock_note(cfg: Config) -> list[Check]:
-    if cfg.pins.factory != "mock":
-        return []
-    return [Check("GPIO", INFO, "simulated pins ([pins] factory = \"mock\"): no real relay, "
-                                "contact or button is driven or read")]
-
-
-def check_gpio_stopped(cfg: Config) -> list[Check]:
-    """Claim the pins as the daemon would (the relay driven locked) and read the inputs,
-    under the daemon's storage lock."""
-    from accessd.daemon.storagelock import StorageLock
-    from accessd.door.hardware import DoorHardware
-    from accessd.door.lock import locked_level
-
-    try:
-        lock = StorageLock(cfg.storage.dir)
-        lock.acquire()
-    except AccessdError as exc:
-        return [Check("GPIO", ACTION, f"not checked: {exc}",
-                      "a daemon holds this door but does not answer: sudo systemctl "
-                      "restart accessd")]
-    try:
-        pins_log = logging.getLogger("accessd.door.pins")
-        level = pins_log.level
-        pins_log.setLevel(logging.ERROR)  # the mock factory's warning is a check line here
-        try:
-            hw = DoorHardware.from_config(cfg.pins, cfg.lock, cfg.door)
-        except (AccessdError, OSError) as exc:
-            return [Check("GPIO", ACTION, f"cannot claim the pins: {exc}",
-                          "another program uses these GPIO pins, or the service user is "
-                          "not in the gpio group; check [pins]")]
-        finally:
-            pins_log.setLevel(level)
-        try:
-            wanted = locked_level(cfg.lock.type, cfg.pins.relay_active_high)
-            level = hw.relay.pin_level
-            pin = cfg.pins.lock_relay
-            name = {True: "high", False: "low"}.get(level, "not driven")  # type: ignore[arg-type]
-            out = [Check("lock relay", OK, f"GPIO {pin} claimed and {name}: locked "
-                                           f"({cfg.lock.type})") if level == wanted else
-                   Check("lock relay", ACTION, f"GPIO {pin} reads {name}, not the locked level",
-                         "check [pins] relay_active_high and [lock] type")]
-            door_open = hw.inputs.door_open
-            contact = None if door_open is None else ("open" if door_open else "closed")
-            pressed = hw.inputs.exit_pressed
-            out += _door_state(contact, pressed, [], cfg)
-            return _mock_note(cfg) + out
-        finally:
-            hw.close()
-    finally:
-        lock.release()
-
-
-def _door_state(contact: str | None, exit_pressed: bool | None, alarms: list[str],
-                cfg: Config) -> list[Check]:
-    from accessd.words import alarm_words
-
-    out = []
-    if cfg.pins.door_contact == 0:
-        out.append(Check("door contact", INFO, "none fitted ([pins] door_contact = 0): no "
-                                               "forced or held-open alarms"))
-    elif contact == "open":
-        out.append(Check("door contact", INFO, f"GPIO {cfg.pins.door_contact} reads open",
-                         "if the door is shut, check the contact's wiring and [pins] "
-                         "door_contact_closed_is_low"))
-    else:
-        out.append(Check("door contact", OK, f"GPIO {cfg.pins.door_contact} reads {contact}"))
-    if exit_pressed:
-        out.append(Check("exit button", ACTION, f"GPIO {cfg.pins.exit_button} reads pressed",
-                         "a stuck button or a short would keep releasing the door: check it "
-                         "and its wiring"))
-    elif exit_pressed is False:
-        out.append(Check("exit button", OK, f"GPIO {cfg.pins.exit_button} reads released"))
-    for alarm in alarms:
-        out.append(Check("alarm", ACTION, alarm_words(alarm),
-                         "see 'accessd log --since today'; a door alarm ends when the door "
-                         "closes"))
-    return out
 
 
 # -- the clock -------------------------------------------------------------------------------
@@ -400,134 +182,7 @@ def check_stores(cfg: Config) -> list[Check]:
     return out
 
 
-# -- the broker ------------------------------------------------------------------------------
-def check_broker(cfg: Config) -> list[Check]:
-    m = cfg.mqtt
-    if not m.enabled:
-        return [Check("broker", INFO, "not used ([mqtt] enabled = false): events stay in the "
-                                      "journal")]
-    where = f"{m.host}:{m.port}"
-    try:
-        sock = socket.create_connection((m.host, m.port), timeout=BROKER_TIMEOUT_S)
-    except OSError as exc:
-        return [Check("broker", ACTION, f"cannot reach {where}: {exc.strerror or exc}",
-                      "check that the broker runs and the network is up, and [mqtt] host "
-                      "and port")]
-    out = []
-    with sock:
-        if m.tls:
-            cert = _tls(sock, cfg, out)
-            if cert is None:
-                return out
-            out.append(_expiry(cert, where))
-        else:
-            out.append(Check("broker", INFO, f"{where} reachable, without TLS ([mqtt] tls = "
-                                             "false): only on a private network"))
-    out.append(_login(cfg))
-    return out
-
-
-def _tls(sock: socket.socket, cfg: Config, out: list[Check]) -> dict[str, Any] | None:
-    m = cfg.mqtt
-    ctx = ssl.create_default_context(cafile=str(m.ca_file) if m.ca_file else None)
-    if m.cert_file:
-        from accessd.credentials import check_secret_permissions
-
-        if m.key_file:
-            check_secret_permissions(m.key_file)
-        ctx.load_cert_chain(str(m.cert_file), str(m.key_file) if m.key_file else None)
-    try:
-        with ctx.wrap_socket(sock, server_hostname=m.host) as tls:
-            return tls.getpeercert()
-    except ssl.SSLCertVerificationError as exc:
-        out.append(Check("broker TLS", ACTION, f"the broker's certificate is not trusted: "
-                                               f"{exc.verify_message}",
-                         "[mqtt] ca_file must be the CA that signed the broker's certificate, "
-                         "and [mqtt] host a name the certificate holds"))
-    except (ssl.SSLError, OSError) as exc:
-        out.append(Check("broker TLS", ACTION, f"TLS handshake failed: {exc}",
-                         "is [mqtt] port the broker's TLS listener (8883)?"))
-    return None
-
-
-def _expiry(cert: dict[str, Any], where: str) -> Check:
-    not_after = ssl.cert_time_to_seconds(cert["notAfter"])
-    days = int((not_after - time.time()) // 86400)
-    if days < 0:
-        return Check("broker TLS", ACTION, f"{where}: its certificate expired {-days} days ago",
-                     "renew the broker's certificate (scripts/make-site-credentials)")
-    if days < CERT_WARN_DAYS:
-        return Check("broker TLS", ACTION, f"{where}: certificate trusted; it expires in "
-                                           f"{days} days",
-                     "renew the broker's certificate before then "
-                     "(scripts/make-site-credentials)")
-    return Check("broker TLS", OK, f"{where}: certificate trusted, expires in {days} days")
-
-
-def _login(cfg: Config) -> Check:
-    from accessd.protocol.transport import connected_client
-    from accessd.uplink.service import broker_settings
-
-    settings = broker_settings(cfg)
-    client_id = f"accessd-doctor-{cfg.site.id}-{cfg.site.door}-{time.monotonic_ns() % 10**6}"
-    try:
-        client = connected_client(settings, client_id, timeout_s=BROKER_TIMEOUT_S)
-    except ConnectionError as exc:
-        why = str(exc).rsplit(": ", 1)[-1]
-        return Check("broker login", ACTION, f"{settings.username or 'anonymous'} refused: "
-                                             f"{why}",
-                     "[mqtt] username and password_file must match the broker's password "
-                     "file (scripts/make-site-credentials)")
-    client.disconnect()
-    client.loop_stop()
-    return Check("broker login", OK, f"{settings.username or 'anonymous'} accepted")
-
-
-# -- the office and the rules ----------------------------------------------------------------
-def check_office(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
-    from accessd.store.journal import Journal
-
-    if not cfg.mqtt.enabled:
-        return []
-    uplink = (status or {}).get("uplink") or {}
-    out = []
-    if cfg.mqtt.rules_public_key_file is None:
-        out.append(Check("office", ACTION, "no [mqtt] rules_public_key_file: the office's "
-                                           "acknowledgements cannot be checked, so events are "
-                                           "never marked delivered",
-                         "install the office's public key and name it there"))
-    if not cfg.storage.journal_db.exists():
-        return out
-    j = Journal(cfg.storage.journal_db, cfg.site.id, cfg.site.door, readonly=True)
-    try:
-        depth, acked = j.depth(), j.acked_seq
-        first = j.entries(acked + 1, acked + 1, limit=1)
-        last_acked = j.entries(acked, acked, limit=1) if acked else []
-    finally:
-        j.close()
-    tz = cfg.site.tz
-    last_ack = uplink.get("last_ack_at")
-    heard = (f"last acknowledgement {local_time(parse_ts(last_ack), tz)}" if last_ack else
-             f"event {acked} ({local_time(last_acked[0].event.ts, tz)}) acknowledged"
-             if last_acked else "nothing acknowledged yet")
-    if uplink.get("acks_refused"):
-        out.append(Check("office", ACTION, f"{uplink['acks_refused']} acknowledgements "
-                                           "refused (not signed by the office's key)",
-                         "check [mqtt] rules_public_key_file against the office's key"))
-    if not depth:
-        out.append(Check("office", OK, f"every event stored by the office; {heard}"))
-        return out
-    oldest = first[0].event.ts if first else None
-    age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
-    text = (f"{depth} event{'s' if depth != 1 else ''} waiting, the oldest from "
-            f"{local_time(oldest, tz) if oldest else '?'} ({_ago(age)}); {heard}")
-    if age > OFFICE_LATE_S:
-        return [*out, Check("office", ACTION, text,
-                            "check the broker (above) and that the office's collector runs "
-                            "(accessd central collect); the events wait safely meanwhile")]
-    return [*out, Check("office", OK, text)]
-
-
+# -- the rules ----------------------------------------------------------------
 def check_rules(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
     from accessd.store.rules import RuleCache
 
@@ -560,7 +215,7 @@ def check_rules(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
     if issued:
         ts = parse_ts(issued)
         when = (f", issued {local_time(ts, cfg.site.tz, '%Y-%m-%d %H:%M')} "
-                f"({_ago((datetime.now(UTC) - ts).total_seconds())})")
+                f"({ago((datetime.now(UTC) - ts).total_seconds())})")
     return [*out, Check("rules", OK, f"version {version}{when}; {held}")]
 
 
@@ -577,6 +232,14 @@ def run_checks(config_path: str | None) -> list[Check]:
     checks = [Check("configuration", OK, f"{cfg.path} is valid (site {cfg.site.id}, door "
                                          f"{cfg.site.door}, {cfg.site.timezone})")]
     status, why = daemon_status(cfg)
+    from accessd.cli.doctor_door import (
+        check_gpio_running,
+        check_gpio_stopped,
+        check_readers_running,
+        check_readers_stopped,
+    )
+    from accessd.cli.doctor_net import check_broker, check_office
+
     steps: list[Callable[[], list[Check]]] = [
         lambda: check_daemon(cfg, status, why),
         (lambda: check_readers_running(cfg, status)) if status else
