@@ -17,8 +17,8 @@ what its attack must not achieve. After every trial, three oracles of faultsuite
   allowed by the office's decided rows plus that door's own host changes, and each door's
   relay history matches its grants and logged releases;
 - **the office's store equals the doors' journals**: every event once under its number, none
-  forged (but what the suite signed with a stolen door's key, whose numbers the door reached
-  too are conflicts), every refused forgery counted in an alarm naming its door;
+  forged (but what the suite signed with a stolen door's key: a number the door used too is
+  a conflict), every refused forgery counted in an alarm naming its door;
 - **every door keeps deciding and journalling**: both daemons up, `status` answers, the uplink
   connected, and a genuine member's tap decided, journalled and granted at both doors.
 """

@@ -17,7 +17,7 @@ after allows it, after it only if the new state does.
 **Store.** `compare_store` says whether the office's events for a door are exactly that door's
 journal: every event once, under its number and id, and nothing else but the events the
 suite forged with the door's own key (a stolen door: stored as genuine, by design), whose
-numbers, when the door reached them too, must be recorded as conflicts.
+numbers, when the door reached them too, leave one of the two events in conflicts.
 """
 
 from __future__ import annotations
@@ -199,22 +199,24 @@ def compare_store(journal: dict[int, str], stored: dict[int, str], forged: dict[
                   conflicts: dict[int, str]) -> list[str]:
     """The office's events of one door against its journal ({seq: event id} each).
 
-    `forged`: the numbers the suite signed with this door's own key, and their ids; the
-    office keeps them (first come). Where the door used such a number too, its own event
-    must be in `conflicts` ({seq: the refused event's id}); no other conflict may exist.
+    `forged`: the numbers the suite signed with this door's own key, and their ids. Where
+    the door used such a number too, the office keeps whichever came first and records the
+    other in `conflicts` ({seq: the refused event's id}); no other conflict may exist.
     """
     problems = []
     for seq, eid in sorted(journal.items()):
         if seq in forged:
-            if conflicts.get(seq) != eid:
-                problems.append(f"#{seq}: the door's event {eid} is neither stored nor recorded "
-                                f"as a conflict (conflicts hold {conflicts.get(seq)})")
+            pair = {stored.get(seq), conflicts.get(seq)}
+            if pair != {eid, forged[seq]}:
+                problems.append(f"#{seq}: the door's event {eid} and the forged {forged[seq]}: "
+                                f"the office keeps {stored.get(seq)}, conflicts hold "
+                                f"{conflicts.get(seq)}")
         elif stored.get(seq) != eid:
             problems.append(f"#{seq}: the office holds {stored.get(seq)}, the door {eid}")
     for seq, eid in sorted(forged.items()):
-        if stored.get(seq) != eid:
-            problems.append(f"#{seq}: the event forged with the door's key is not the one "
-                            f"kept ({stored.get(seq)} instead of {eid})")
+        if seq not in journal and stored.get(seq) != eid:
+            problems.append(f"#{seq}: the event forged with the door's key is not stored "
+                            f"({stored.get(seq)} instead of {eid})")
     extra = sorted(set(stored) - set(journal) - set(forged))
     if extra:
         problems.append(f"the office holds {len(extra)} event(s) the door never journalled "

@@ -253,6 +253,7 @@ release_s = 3
 
 [pins]
 factory = "mock"
+door_contact_closed_is_low = false  # the mock contact reads high: a door that stays closed
 
 [clock]
 trust = "always"

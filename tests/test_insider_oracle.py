@@ -107,6 +107,9 @@ def test_a_stolen_key_s_events_are_kept_and_the_door_s_own_is_a_conflict():
     assert compare_store(journal, stored, forged, {3: "c"}) == []
     assert compare_store(journal, stored, forged, {})  # the door's #3 vanished silently
     assert compare_store(journal, {**stored, 3: "c"}, forged, {3: "c"})  # forged one lost
+    # the door's #3 came first: the forged one is the conflict
+    assert compare_store(journal, {**stored, 3: "c"}, forged, {3: "f3"}) == []
+    assert compare_store(journal, stored, {**forged, 5: "f5"}, {3: "c"})  # #5 never stored
     # the door renumbered past the stolen numbers instead: no conflict needed
     assert compare_store({1: "a", 2: "b", 5: "c"}, {**stored, 5: "c"}, forged, {}) == []
 
