@@ -415,7 +415,9 @@ def cmd_command(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from accessd.central.report import monthly_hours, monthly_visits
+    from accessd.central.report import monthly_visits
+    from accessd.central.retention import BILLING_COLUMNS
+    from accessd.central.retention import billing as monthly_hours  # frozen once kept
 
     store = _open(args)
     try:
@@ -432,7 +434,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.csv:
-        fields = list(rows[0]) if rows else ["member_id", "member_name", "visits", "hours"]
+        fields = list(rows[0]) if rows else (
+            ["member_id", "member_name", "door", "entered_at", "left_at", "hours", "closed_by"]
+            if args.visits else list(BILLING_COLUMNS))
         w = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
@@ -646,6 +650,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--door", help="only this door")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    from accessd.central.officecli import register as register_office
+
+    register_office(add, _store_opt, _broker_opts)  # web, user, member, retention
     return central
 
 

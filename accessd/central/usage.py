@@ -1,0 +1,164 @@
+"""The council's usage report: per site and month, who came, how often, how long, and when.
+
+Computed from the granted entries with the billing report's own visit pairing
+(`accessd.central.report.visits`: an entry opens a visit, the member's exit by card closes it,
+else the day's closing time), subscribers and occasional members apart:
+
+- `active`: members of the plan with at least one entry in the month (what the council counts
+  against its target of subscribers);
+- `visits`, `hours`, `unique` (unique visitors);
+- `heat`: average number of people present per weekday x hour (a visit's time spread over
+  the hours it covers, divided by how many such weekdays the month has);
+- `days`: unique visitors per day of the month.
+
+A month that ended more than `FREEZE_AFTER` ago is computed once and kept in `usage_months`
+(counts only, no names), so twelve months side by side cost twelve small reads, and survive
+the movement log's retention (accessd.central.retention).
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from accessd.central.report import month_range, site_schedule, visits
+from accessd.events import format_ts, utcnow
+
+if TYPE_CHECKING:
+    from accessd.central.store import CentralStore
+
+FREEZE_AFTER = timedelta(days=7)  # late events from doors that were offline
+GROUPS = ("subscriber", "occasional")
+DEFAULT_TARGET = {"subscriber": [8, 10], "occasional": [None, None]}
+
+
+def month_of(day: date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def previous_months(month: str, n: int) -> list[str]:
+    """`n` months ending with `month`, oldest first."""
+    y, m = int(month[:4]), int(month[5:7])
+    out = []
+    for _ in range(n):
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y, m - 1) if m > 1 else (y - 1, 12)
+    return out[::-1]
+
+
+def month_done(store: CentralStore, site: str, month: str, now: datetime | None = None) -> bool:
+    """True once the month ended more than FREEZE_AFTER ago (site local time)."""
+    tz = site_schedule(store, site).tz
+    _start, end = month_range(month, tz)
+    return (now or utcnow()) >= end + FREEZE_AFTER
+
+
+def compute(store: CentralStore, site: str, month: str) -> dict[str, Any]:
+    """One site-month's figures from the movement log."""
+    schedule = site_schedule(store, site)
+    start, end = month_range(month, schedule.tz)
+    events = store.events(site, since=format_ts(start),
+                          until=format_ts(end + timedelta(days=1)), types=["access.granted"])
+    ndays = calendar.monthrange(start.year, start.month)[1]
+    weekdays = [0] * 7
+    for d in range(ndays):
+        weekdays[(start.date() + timedelta(days=d)).weekday()] += 1
+    out: dict[str, Any] = {"month": month, "site": site, "days_in_month": ndays}
+    everyone: set[str] = set()
+    for group in GROUPS:
+        mine = [e for e in events if e.get("plan") == group]
+        vs = [v for v in visits(mine, schedule) if start <= v.start < end]
+        heat = [[0.0] * 24 for _ in range(7)]
+        per_day: list[set[str]] = [set() for _ in range(ndays)]
+        for v in vs:
+            local_start, local_end = schedule.local(v.start), schedule.local(v.end)
+            per_day[local_start.day - 1].add(v.member_id)
+            _spread(heat, local_start, local_end)
+        for wd in range(7):
+            for h in range(24):
+                heat[wd][h] = round(heat[wd][h] / weekdays[wd], 3) if weekdays[wd] else 0.0
+        members = {v.member_id for v in vs}
+        everyone |= members
+        out[group] = {"active": len(members), "visits": len(vs),
+                      "hours": round(sum(v.hours for v in vs), 2),
+                      "unique": len(members),
+                      "closed_at_closing_time": sum(v.closed_by == "closing_time" for v in vs),
+                      "heat": heat, "days": [len(s) for s in per_day]}
+    out["total"] = {"visits": sum(out[g]["visits"] for g in GROUPS),
+                    "hours": round(sum(out[g]["hours"] for g in GROUPS), 2),
+                    "unique": len(everyone)}
+    return out
+
+
+def _spread(heat: list[list[float]], start: datetime, end: datetime) -> None:
+    """Add a visit's presence, in hours, to the weekday x hour cells it covers."""
+    t = start
+    while t < end:
+        nxt = min(end, t.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
+        heat[t.weekday()][t.hour] += (nxt - t).total_seconds() / 3600
+        t = nxt
+
+
+def figures(store: CentralStore, site: str, month: str) -> dict[str, Any]:
+    """The month's figures: kept ones if the month is frozen, else computed now (and kept
+    once the month is done)."""
+    rows = store.rows("SELECT figures FROM usage_months WHERE site = ? AND month = ?",
+                      (site, month))
+    if rows:
+        return json.loads(rows[0][0])
+    out = compute(store, site, month)
+    if month_done(store, site, month):
+        freeze(store, site, month, out)
+    return out
+
+
+def freeze(store: CentralStore, site: str, month: str,
+           computed: dict[str, Any] | None = None) -> None:
+    out = computed or compute(store, site, month)
+    store.execute("INSERT INTO usage_months (site, month, figures, computed_at) VALUES "
+                  "(?, ?, ?, ?) ON CONFLICT (site, month) DO NOTHING",
+                  (site, month, json.dumps(out, sort_keys=True), format_ts(utcnow())))
+
+
+def frozen_months(store: CentralStore) -> set[tuple[str, str]]:
+    return {(s, m) for s, m in store.rows("SELECT site, month FROM usage_months")}
+
+
+def year(store: CentralStore, site: str, month: str, n: int = 12) -> list[dict[str, Any]]:
+    """The `n` months ending with `month`, oldest first: each month's totals (no heat map)."""
+    out = []
+    for m in previous_months(month, n):
+        f = figures(store, site, m)
+        out.append({"month": m, **{g: {k: f[g][k] for k in ("active", "visits", "hours",
+                                                            "unique")} for g in GROUPS},
+                    "total": f["total"]})
+    return out
+
+
+def targets(store: CentralStore, site: str) -> dict[str, list[int | None]]:
+    """The site's targets (min, max) of active members per plan; the council's 8-10
+    subscribers by default."""
+    rows = store.rows("SELECT value FROM office_settings WHERE key = ?", (f"target:{site}",))
+    if not rows:
+        return {g: list(v) for g, v in DEFAULT_TARGET.items()}
+    data = json.loads(rows[0][0])
+    return {g: list(data.get(g, DEFAULT_TARGET[g])) for g in GROUPS}
+
+
+def set_targets(store: CentralStore, site: str, value: dict[str, list[int | None]]) -> None:
+    store.execute("INSERT INTO office_settings (key, value, updated_at) VALUES (?, ?, ?) "
+                  "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                  "updated_at = excluded.updated_at",
+                  (f"target:{site}", json.dumps(value), format_ts(utcnow())))
+
+
+def enrolled(store: CentralStore, site: str) -> dict[str, int]:
+    """Members in the site's rules today, active, per plan (the subscriptions sold)."""
+    counts = dict.fromkeys(GROUPS, 0)
+    for plan, n in store.rows("SELECT plan, count(*) FROM members WHERE site = ? AND "
+                              "status = 'active' GROUP BY plan", (site,)):
+        if plan in counts:
+            counts[plan] = n
+    return counts
