@@ -62,9 +62,12 @@ def compute(store: CentralStore, site: str, month: str) -> dict[str, Any]:
     events = store.events(site, since=format_ts(start),
                           until=format_ts(end + timedelta(days=1)), types=["access.granted"])
     ndays = calendar.monthrange(start.year, start.month)[1]
-    weekdays = [0] * 7
+    today = utcnow().astimezone(schedule.tz).date()
+    weekdays = [0] * 7  # how many of each weekday the month has had so far
     for d in range(ndays):
-        weekdays[(start.date() + timedelta(days=d)).weekday()] += 1
+        day = start.date() + timedelta(days=d)
+        if day <= today:
+            weekdays[day.weekday()] += 1
     out: dict[str, Any] = {"month": month, "site": site, "days_in_month": ndays}
     everyone: set[str] = set()
     for group in GROUPS:

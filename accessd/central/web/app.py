@@ -89,8 +89,8 @@ class Office:
         with self.pool.store() as store:
             session = Users(store).session(token, take_flash=take_flash)
             if session is None:
-                if request.method == "GET" and "text/html" in request.headers.get("accept",
-                                                                                  "text/html"):
+                if request.method == "GET" and "text/event-stream" not in \
+                        request.headers.get("accept", ""):
                     target = request.url.path + (f"?{request.url.query}"
                                                  if request.url.query else "")
                     return RedirectResponse(f"/login?next={_q(target)}", status_code=303)

@@ -26,7 +26,7 @@ from accessd.credentials import CredentialHasher
 from accessd.errors import MemberNotFound, OfficeActionError
 from accessd.rights import Change
 
-HISTORY = 100
+HISTORY = 30
 STATUS_WORDS = {"suspended": "suspend", "active": "resume", "revoked": "revoke"}
 
 
