@@ -129,7 +129,7 @@ def build(store: Any, *, sites: int = 20, doors_per_site: int = 2, days: int = 3
         day = start_day
         while day <= until:
             for local, kind, m, reason in _day_events(rng, day, members, visits_per_day):
-                door = doors[0] if kind != "exit" or len(doors) == 1 else doors[0]
+                door = doors[0]
                 if kind == "entry" and len(doors) > 1 and rng.random() < 0.2:
                     door = doors[1]
                 seqs[door] += 1

@@ -34,7 +34,7 @@ from test_central_e2e import Door
 from web_helpers import PASSWORD, SITE_KEY
 
 from accessd.central import memberops, publisher
-from accessd.central.store import CentralStore, open_store
+from accessd.central.store import open_store
 from accessd.central.users import Users
 from accessd.credentials import CredentialHasher
 from accessd.protocol.signing import OfficeKey
@@ -343,7 +343,8 @@ CHECKS = """() => {
     const large = parseFloat(style.fontSize) >= 24 ||
                   (parseFloat(style.fontSize) >= 18.66 && parseInt(style.fontWeight) >= 700);
     if (ratio < (large ? 3 : 4.5))
-      out.contrast.push(`${el.tagName} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+      out.contrast.push(`${el.tagName} "${el.textContent.trim().slice(0, 30)}" ` +
+                        ratio.toFixed(2));
   }
   return out;
 }"""

@@ -458,9 +458,7 @@ def test_entries_filter_and_export(office) -> None:
         rows = list(csv.DictReader(io.StringIO(c.get("/entries.csv?site=s1").text)))
         assert [r["seq"] for r in rows] == ["5", "4", "3", "2", "1"]
         assert rows[0]["local_time"] == "2026-03-03 11:00:00"
-        page = c.get("/entries").text
-        assert "La Cordée" not in page or True
-        assert 'data-stream="/entries/stream?"' in page
+        assert 'data-stream="/entries/stream?"' in c.get("/entries").text
 
 
 def test_security_headers(office) -> None:
