@@ -33,6 +33,15 @@ TOWNS = ("Morez", "Les Rousses", "Saint-Claude", "Oyonnax", "Champagnole", "Lons
          "Besançon", "Ornans", "Salins", "Arbois", "Poligny", "Clairvaux")
 TZ = ZoneInfo("Europe/Paris")
 SITE_KEY = "42" * 32
+
+
+def _hasher() -> Any:
+    from accessd.credentials import CredentialHasher
+
+    return CredentialHasher(bytes.fromhex(SITE_KEY))
+
+
+HASHER = _hasher()
 COLUMNS = ("site", "door", "seq", "id", "ts", "type", "reader", "member_id", "member_name",
            "plan", "result", "reason", "credential", "clock_trusted", "detail", "received_at")
 
@@ -46,6 +55,12 @@ class Office:
     build_s: float
 
 
+def site_names(n: int) -> list[str]:
+    """Site ids from town names: morez, les-rousses, saint-claude..."""
+    return [TOWNS[i % len(TOWNS)].lower().replace(" ", "-").replace("ç", "c").replace("é", "e")
+            + (f"-{i // len(TOWNS) + 1}" if i >= len(TOWNS) else "") for i in range(n)]
+
+
 def _ts(d: datetime) -> str:
     return d.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -55,9 +70,10 @@ def _members(rng: random.Random, site: str, subscribers: int, occasional: int
     out = []
     for i in range(subscribers + occasional):
         plan = "subscriber" if i < subscribers else "occasional"
+        uid = f"{rng.getrandbits(48):012X}"
         out.append({"id": f"{site}-m{i:03d}", "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
                     "plan": plan, "status": "active", "valid_from": None,
-                    "valid_until": None, "credential": f"{rng.getrandbits(48):012x}"})
+                    "valid_until": None, "credential": uid, "hash": HASHER(uid)})
     return out
 
 
@@ -94,23 +110,19 @@ def _day_events(rng: random.Random, day: date, members: list[dict[str, Any]],
 
 
 def build(store: Any, *, sites: int = 20, doors_per_site: int = 2, days: int = 365,
-          subscribers: int = 14, occasional: int = 30, visits_per_day: float = 135,
+          subscribers: int = 14, occasional: int = 30, visits_per_day: float = 260,
           seed: int = 11, until: date | None = None, key: Any = None,
-          freeze: bool = True) -> Office:
-    """Fill an empty store. `visits_per_day` per site: 20 sites x 365 days x 135 visits
-    make about 2 million events with the exits and refusals."""
+          freeze: bool | list[str] = True) -> Office:
+    """Fill an empty store. `visits_per_day` per site: 20 sites x 365 days x 260 visits
+    (fewer at weekends) make about 2 million events with the exits and refusals.
+    `freeze`: freeze the finished months of every site, of these sites, or none."""
     from accessd.central import retention
     from accessd.central.health import StatusWriter
-    from accessd.credentials import CredentialHasher
-
     t0 = time.perf_counter()
     rng = random.Random(seed)
     until = until or datetime.now(TZ).date()
     start_day = until - timedelta(days=days - 1)
-    hasher = CredentialHasher(bytes.fromhex(SITE_KEY))
-    names = [f"{TOWNS[i % len(TOWNS)].lower().replace(' ', '-').replace('ç', 'c')}"
-             + (f"-{i // len(TOWNS) + 1}" if i >= len(TOWNS) else "") for i in range(sites)]
-    names = [n.replace("é", "e") for n in names]
+    names = site_names(sites)
     office = Office(names, [], {}, 0, 0.0)
     received = _ts(datetime.now(UTC))
     for i, site in enumerate(names):
@@ -121,8 +133,8 @@ def build(store: Any, *, sites: int = 20, doors_per_site: int = 2, days: int = 3
         store.import_members(site, [{k: m[k] for k in ("id", "name", "plan", "status",
                                                        "valid_from", "valid_until")}
                                     for m in members],
-                             [{"hash": hasher(m["credential"].upper()), "member_id": m["id"],
-                               "status": "active"} for m in members])
+                             [{"hash": m["hash"], "member_id": m["id"], "status": "active"}
+                              for m in members])
         doors = ["front", "back", "garden", "meeting"][:doors_per_site]
         seqs = dict.fromkeys(doors, 0)
         rows: list[tuple[Any, ...]] = []
@@ -139,8 +151,7 @@ def build(store: Any, *, sites: int = 20, doors_per_site: int = 2, days: int = 3
                              "exit" if kind == "exit" else "main", m.get("id"),
                              m.get("name"), m.get("plan"),
                              "granted" if granted else "denied", reason,
-                             hasher(m["credential"].upper())[:12] if m
-                             else f"{rng.getrandbits(48):012x}", 1,
+                             m["hash"][:12] if m else f"{rng.getrandbits(48):012x}", 1,
                              json.dumps({"direction": "exit"}) if kind == "exit" else "{}",
                              received))
             day += timedelta(days=1)
@@ -163,8 +174,16 @@ def build(store: Any, *, sites: int = 20, doors_per_site: int = 2, days: int = 3
             "rule_version": max(0, store.latest_version(site) - (1 if n % 11 == 4 else 0)),
             "outbox_depth": 0 if online else 12, "readers": {"main": "online"}})
     writer.flush()
-    if freeze:
+    if freeze is True:
         retention.freeze_done_months(store)
+    elif freeze:
+        from accessd.central import usage
+
+        for site in freeze:
+            for month in retention.months_with_events(store, site, datetime.now(UTC)):
+                if usage.month_done(store, site, month):
+                    retention.freeze_billing(store, site, month)
+                    usage.freeze(store, site, month)
     office.build_s = time.perf_counter() - t0
     return office
 
@@ -178,6 +197,13 @@ def _insert(store: Any, rows: list[tuple[Any, ...]]) -> None:
         return
     sql = (f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES "
            f"({', '.join('?' * len(COLUMNS))}) ON CONFLICT DO NOTHING")
-    for i in range(0, len(rows), 50_000):
-        with store.transaction():
-            store.insert_many(sql, rows[i:i + 50_000])
+    # a history made up in one go: no fsync per chunk, a cache the indexes fit in
+    store.execute("PRAGMA synchronous=OFF")
+    store.execute("PRAGMA cache_size=-400000")
+    try:
+        for i in range(0, len(rows), 50_000):
+            with store.transaction():
+                store.insert_many(sql, rows[i:i + 50_000])
+    finally:
+        store.execute("PRAGMA synchronous=FULL")
+        store.execute("PRAGMA cache_size=-2000")

@@ -138,7 +138,8 @@ def test_retention_freezes_billing_and_usage_then_deletes_old_movement_logs(
         assert run_.deleted["events"] == 6
         assert store.count_events("s1") == 1  # June's stays
         assert retention.billing(store, "s1", "2026-03") == before
-        assert usage.figures(store, "s1", "2026-03") == figures
+        kept = usage.figures(store, "s1", "2026-03")
+        assert kept["final"] and {k: kept[k] for k in figures} == figures
         assert monthly_hours(store, "s1", "2026-03") == []  # the log itself is gone
         # one month only: June's events stay until June's billing is frozen
         retention.set_months(store, 1)
@@ -169,3 +170,28 @@ def test_retention_runs_in_one_worker_an_hour(tmp_path: Path) -> None:
     finally:
         store.close()
         other.close()
+
+
+def test_the_web_unit_runs_a_command_line_the_parser_takes_and_is_sandboxed() -> None:
+    import re
+    import shutil
+    import subprocess
+
+    unit = Path(__file__).resolve().parent.parent / "systemd" / "accessd-web.service"
+    text = unit.read_text(encoding="utf-8")
+    exec_start = re.search(r"^ExecStart=(.*?)(?<!\\)$", text, re.M | re.S).group(1)
+    argv = exec_start.replace("\\\n", " ").split()[1:]  # without the program
+    argv = [{"${WEB_WORKERS}": "4", "${BROKER_HOST}": "broker.example",
+             "${BROKER_PORT}": "8883"}.get(a, a) for a in argv]
+    args = build_parser().parse_args(argv)
+    assert (args.central_command, args.listen, args.workers) == ("web", "127.0.0.1:8080", 4)
+    assert args.key == Path("/etc/accessd-central/office.key") and not args.no_tls
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    proc = subprocess.run([analyze, "security", "--offline=yes", str(unit)],
+                          capture_output=True, text=True, timeout=60)
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
+    if found is None:
+        pytest.skip(f"no offline security check here: {proc.stderr[:200]}")
+    assert float(found.group(1)) <= 1.6, proc.stdout[-2000:]

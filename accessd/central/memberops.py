@@ -19,6 +19,8 @@ one is raised.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -324,7 +326,10 @@ class Publishing:
         if self.settings is None:
             return Published(docs.version, False, "no broker configured")
         try:
-            publisher.send(docs, self.settings, prefix=self.prefix, timeout_s=10)
+            # a client id of its own: workers publishing at once must not take over each
+            # other's broker session
+            publisher.send(docs, self.settings, prefix=self.prefix, timeout_s=10,
+                           client_id=f"accessd-office-{os.getpid()}-{secrets.token_hex(3)}")
         except (ConnectionError, TimeoutError, RuntimeError, OSError) as exc:
             log.warning("site %s: version %d recorded, not sent: %s", site, docs.version, exc)
             return Published(docs.version, False, str(exc))

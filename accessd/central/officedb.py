@@ -60,6 +60,6 @@ CREATE TABLE IF NOT EXISTS billing_lines (
 );
 CREATE TABLE IF NOT EXISTS usage_months (
     site TEXT NOT NULL, month TEXT NOT NULL, figures TEXT NOT NULL, computed_at TEXT NOT NULL,
-    PRIMARY KEY (site, month)
+    final INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (site, month)
 );
 """

@@ -13,7 +13,8 @@ else the day's closing time), subscribers and occasional members apart:
 
 A month that ended more than `FREEZE_AFTER` ago is computed once and kept in `usage_months`
 (counts only, no names), so twelve months side by side cost twelve small reads, and survive
-the movement log's retention (accessd.central.retention).
+the movement log's retention (accessd.central.retention). The current month is computed
+again when its kept copy is more than `PROVISIONAL_FOR` old.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from accessd.central.report import month_range, site_schedule, visits
-from accessd.events import format_ts, utcnow
+from accessd.events import format_ts, parse_ts, utcnow
 
 if TYPE_CHECKING:
     from accessd.central.store import CentralStore
 
 FREEZE_AFTER = timedelta(days=7)  # late events from doors that were offline
+PROVISIONAL_FOR = timedelta(minutes=10)  # a month not done yet is computed again after this
 GROUPS = ("subscriber", "occasional")
 DEFAULT_TARGET = {"subscriber": [8, 10], "occasional": [None, None]}
 
@@ -59,8 +61,7 @@ def compute(store: CentralStore, site: str, month: str) -> dict[str, Any]:
     """One site-month's figures from the movement log."""
     schedule = site_schedule(store, site)
     start, end = month_range(month, schedule.tz)
-    events = store.events(site, since=format_ts(start),
-                          until=format_ts(end + timedelta(days=1)), types=["access.granted"])
+    events = _granted(store, site, format_ts(start), format_ts(end + timedelta(days=1)))
     ndays = calendar.monthrange(start.year, start.month)[1]
     today = utcnow().astimezone(schedule.tz).date()
     weekdays = [0] * 7  # how many of each weekday the month has had so far
@@ -95,6 +96,20 @@ def compute(store: CentralStore, site: str, month: str) -> dict[str, Any]:
     return out
 
 
+def _granted(store: CentralStore, site: str, since: str, until: str) -> list[dict[str, Any]]:
+    """Granted decisions in time order, with what the visit pairing reads (a lighter read
+    than `CentralStore.events`: the detail is decoded only where it can say `exit`)."""
+    cols = ("ts", "door", "member_id", "member_name", "plan", "result", "reason", "detail")
+    out = []
+    for r in store.rows(f"SELECT {', '.join(cols)} FROM events WHERE site = ? AND ts >= ? AND "
+                        "ts < ? AND type = 'access.granted' ORDER BY ts, door, seq",
+                        (site, since, until)):
+        e = dict(zip(cols, r, strict=True))
+        e["detail"] = json.loads(e["detail"]) if "direction" in e["detail"] else {}
+        out.append(e)
+    return out
+
+
 def _spread(heat: list[list[float]], start: datetime, end: datetime) -> None:
     """Add a visit's presence, in hours, to the weekday x hour cells it covers."""
     t = start
@@ -105,28 +120,38 @@ def _spread(heat: list[list[float]], start: datetime, end: datetime) -> None:
 
 
 def figures(store: CentralStore, site: str, month: str) -> dict[str, Any]:
-    """The month's figures: kept ones if the month is frozen, else computed now (and kept
-    once the month is done)."""
-    rows = store.rows("SELECT figures FROM usage_months WHERE site = ? AND month = ?",
-                      (site, month))
-    if rows:
-        return json.loads(rows[0][0])
+    """The month's figures: the kept ones once the month is done (frozen), else computed
+    from the movement log at most PROVISIONAL_FOR ago (`computed_at` says when)."""
+    rows = store.rows("SELECT figures, computed_at, final FROM usage_months WHERE site = ? "
+                      "AND month = ?", (site, month))
+    now = utcnow()
+    if rows and (rows[0][2] or now - parse_ts(rows[0][1]) < PROVISIONAL_FOR):
+        return {**json.loads(rows[0][0]), "computed_at": rows[0][1], "final": bool(rows[0][2])}
     out = compute(store, site, month)
-    if month_done(store, site, month):
-        freeze(store, site, month, out)
-    return out
+    final = month_done(store, site, month)
+    _keep(store, site, month, out, final=final)
+    return {**out, "computed_at": format_ts(now), "final": final}
 
 
 def freeze(store: CentralStore, site: str, month: str,
            computed: dict[str, Any] | None = None) -> None:
-    out = computed or compute(store, site, month)
-    store.execute("INSERT INTO usage_months (site, month, figures, computed_at) VALUES "
-                  "(?, ?, ?, ?) ON CONFLICT (site, month) DO NOTHING",
-                  (site, month, json.dumps(out, sort_keys=True), format_ts(utcnow())))
+    _keep(store, site, month, computed or compute(store, site, month), final=True)
+
+
+def _keep(store: CentralStore, site: str, month: str, figures: dict[str, Any], *,
+          final: bool) -> None:
+    """Keep a month's figures; a final copy is never replaced, a provisional one is."""
+    store.execute("INSERT INTO usage_months (site, month, figures, computed_at, final) VALUES "
+                  "(?, ?, ?, ?, ?) ON CONFLICT (site, month) DO UPDATE SET "
+                  "figures = excluded.figures, computed_at = excluded.computed_at, "
+                  "final = excluded.final WHERE usage_months.final = 0",
+                  (site, month, json.dumps(figures, sort_keys=True), format_ts(utcnow()),
+                   int(final)))
 
 
 def frozen_months(store: CentralStore) -> set[tuple[str, str]]:
-    return {(s, m) for s, m in store.rows("SELECT site, month FROM usage_months")}
+    return {(s, m) for s, m in store.rows("SELECT site, month FROM usage_months WHERE "
+                                          "final = 1")}
 
 
 def year(store: CentralStore, site: str, month: str, n: int = 12) -> list[dict[str, Any]]:

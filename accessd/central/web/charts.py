@@ -119,7 +119,7 @@ def month_bars(year: list[dict[str, Any]], target: list[int | None]) -> Markup:
     width, height = 720, 240
     plot_w, plot_h = width - left - right, height - top_pad - bottom
     values = [m[g]["active"] for m in year for g in ("subscriber", "occasional")]
-    top, ticks = _scale(max([*values, *(t for t in target if t is not None)], default=0))
+    top, ticks = _scale(1.1 * max([*values, *(t for t in target if t is not None)], default=0))
     slot = plot_w / max(1, len(year))
     bar = slot * 0.36
 

@@ -46,7 +46,7 @@ class WebConfig:
     store: str
     publishing: Publishing = field(default_factory=lambda: Publishing(None, None))
     timezone: str = "Europe/Paris"  # dates when no site is chosen
-    poll_s: float = 0.25  # SQLite: how often the live feed looks at the doors' marks
+    poll_s: float = 0.1  # SQLite: how often the live feed looks at the doors' marks
     retention: bool = True  # run the office's retention hourly
     pool_size: int = 8
 

@@ -113,7 +113,8 @@ def query(store: CentralStore, sites: list[str], f: Filters, tz: ZoneInfo, *,
           every_site: bool, limit: int = PAGE,
           before: tuple[str, str, str, int] | None = None) -> list[dict[str, Any]]:
     """Access decisions, newest first. `every_site`: the user sees every site and chose
-    none (one query over the time index); else one query per site, merged."""
+    none (one query over the time index); else, or for a member, one query per site (over
+    the site's time or member index), merged."""
     where = [f"type IN ({', '.join('?' * len(ACCESS_TYPES))})"]
     args: list[Any] = list(ACCESS_TYPES)
     for column, value in (("door", f.door), ("result", f.result), ("reason", f.reason)):
@@ -138,9 +139,12 @@ def query(store: CentralStore, sites: list[str], f: Filters, tz: ZoneInfo, *,
         args += [ts, ts, s, s, d, s, d, seq]
     order = " ORDER BY ts DESC, site DESC, door DESC, seq DESC"
     cols = ", ".join(LIVE_COLUMNS)
-    if every_site and not f.site:
-        batches = [store.rows(f"SELECT {cols} FROM events WHERE {' AND '.join(where)}{order} "
-                              f"LIMIT {int(limit)}", args)]
+    if every_site and not f.site and ids is None:
+        # newest first over the time index (SQLite, without statistics, would rather scan
+        # and sort the whole table when a filter looks selective)
+        hint = " INDEXED BY events_ts" if store.dialect == "sqlite" else ""
+        batches = [store.rows(f"SELECT {cols} FROM events{hint} WHERE {' AND '.join(where)}"
+                              f"{order} LIMIT {int(limit)}", args)]
     else:
         batches = [store.rows(f"SELECT {cols} FROM events WHERE site = ? AND "
                               f"{' AND '.join(where)}{order} LIMIT {int(limit)}",

@@ -8,7 +8,7 @@ mark are read by primary key. What makes a worker look:
 - PostgreSQL: the collector's `NOTIFY accessd_events` after each batch (a thread of the
   worker LISTENs on its own connection), and a look every 2 s in case a notification was
   missed while reconnecting;
-- SQLite: a look at the marks every `poll_s` (0.25 s): a read of a table of one row per door.
+- SQLite: a look at the marks every `poll_s` (0.1 s): a read of a table of one row per door.
 
 Each worker does this once for all its streams, and only while a stream is open; each stream
 filters the rows for its user's sites and the page's filters. Nothing is shared between

@@ -31,6 +31,6 @@ def config_from_json(data: dict[str, Any]) -> WebConfig:
     return WebConfig(store=data["store"],
                      publishing=Publishing(key, settings, data.get("prefix", "accessd")),
                      timezone=data.get("timezone", "Europe/Paris"),
-                     poll_s=float(data.get("poll_s", 0.25)),
+                     poll_s=float(data.get("poll_s", 0.1)),
                      retention=bool(data.get("retention", True)),
                      pool_size=int(data.get("pool_size", 8)))
