@@ -97,13 +97,13 @@ def web_server(store_url: str, work: Path, *, extra: list[str] | None = None
 class Client:
     """One logged-in operator over a kept-alive HTTP connection."""
 
-    def __init__(self, url: str, user: str) -> None:
+    def __init__(self, url: str, user: str, password: str = PASSWORD) -> None:
         parts = urllib.parse.urlsplit(url)
         self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         self.cookies: dict[str, str] = {}
         page = self.get("/login")[1]
         csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-        body = urllib.parse.urlencode({"username": user, "password": PASSWORD, "csrf": csrf,
+        body = urllib.parse.urlencode({"username": user, "password": password, "csrf": csrf,
                                        "next": "/"})
         status, _ = self.request("POST", "/login", body, {
             "Content-Type": "application/x-www-form-urlencoded", "Origin": url})

@@ -492,3 +492,24 @@ def test_the_same_on_postgresql(kind: str) -> None:
             assert store.latest_version("s1") == 1
         finally:
             store.close()
+
+
+def test_several_workers_share_the_store(office, tmp_path: Path) -> None:
+    """`--workers 2`: uvicorn's worker processes build the app from the environment; a
+    session opened through one connection is good on every other (it is in the store)."""
+    import http.client
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.web import Client, web_server
+
+    _store, url = office
+    with web_server(url, tmp_path, extra=["--workers", "2"]) as base:
+        first = Client(base, "mona", PASSWORD)
+        cookie = "; ".join(f"{k}={v}" for k, v in first.cookies.items())
+        for _ in range(8):  # new connections, accepted by either worker
+            conn = http.client.HTTPConnection(first.conn.host, first.conn.port, timeout=30)
+            conn.request("GET", "/members", headers={"Cookie": cookie})
+            r = conn.getresponse()
+            assert r.status == 200 and "Oscar" in r.read().decode()
+            conn.close()

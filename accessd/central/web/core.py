@@ -47,6 +47,7 @@ class WebConfig:
     publishing: Publishing = field(default_factory=lambda: Publishing(None, None))
     timezone: str = "Europe/Paris"  # dates when no site is chosen
     poll_s: float = 0.1  # SQLite: how often the live feed looks at the doors' marks
+    notified_poll_s: float = 2.0  # PostgreSQL: a look this often besides the NOTIFYs
     retention: bool = True  # run the office's retention hourly
     pool_size: int = 8
 

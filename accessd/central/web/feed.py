@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from starlette.concurrency import run_in_threadpool
 
 from accessd.central.health import NOTIFY_CHANNEL
-from accessd.central.store import EVENT_COLUMNS
 
 if TYPE_CHECKING:
     from accessd.central.web.app import Office
@@ -48,6 +47,7 @@ class Feed:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = threading.Event()
         self.looks = 0  # how many times the marks were read (tests, benchmarks)
+        self.listening = threading.Event()  # PostgreSQL: the LISTEN connection is up
 
     def subscribe(self) -> asyncio.Queue[list[dict[str, Any]]]:
         q: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(maxsize=200)
@@ -70,14 +70,16 @@ class Feed:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        if self.subscribers:  # someone subscribed before the loop ran: look at once
+            self._wake.set()
         postgres = self.office.config.store.startswith(("postgresql://", "postgres://"))
         if postgres:
             threading.Thread(target=self._listen, name="feed-listen", daemon=True).start()
-        interval = 2.0 if postgres else self.office.config.poll_s
+        interval = (self.office.config.notified_poll_s if postgres
+                    else self.office.config.poll_s)
         while not self._closed.is_set():
-            with_timeout = asyncio.wait_for(self._wake.wait(), interval)
             with contextlib.suppress(TimeoutError):
-                await with_timeout
+                await asyncio.wait_for(self._wake.wait(), interval)
             self._wake.clear()
             if not self.subscribers:
                 self.marks = None  # look again from scratch when someone watches
@@ -126,12 +128,12 @@ class Feed:
             try:
                 with psycopg.connect(self.office.config.store, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.listening.set()
                     while not self._closed.is_set():
                         for _ in conn.notifies(timeout=1.0, stop_after=1):
                             self.wake()
             except psycopg.Error as exc:
+                self.listening.clear()
                 log.warning("live feed: LISTEN connection lost (%s); polling meanwhile", exc)
                 self._closed.wait(2.0)
 
-
-assert set(LIVE_COLUMNS) <= set(EVENT_COLUMNS)
