@@ -513,3 +513,16 @@ def test_several_workers_share_the_store(office, tmp_path: Path) -> None:
             r = conn.getresponse()
             assert r.status == 200 and "Oscar" in r.read().decode()
             conn.close()
+
+
+def test_redirects_stay_on_this_site(office) -> None:
+    _store, url = office
+    with client(url, key=KEY) as c:
+        page = c.get("/login?next=//evil.example/x")
+        r = c.post("/login", data={"username": "olga", "password": PASSWORD,
+                                   "csrf": csrf_of(page.text), "next": "//evil.example/x"})
+        assert r.headers["location"] == "/"
+        csrf = page_csrf(c, "/members")
+        for back in ("//evil.example", "https://evil.example", "/\\evil.example"):
+            r = c.post("/proposals/s1/approve", data={"csrf": csrf, "back": back})
+            assert r.headers["location"] == "/members", back

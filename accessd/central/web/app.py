@@ -40,6 +40,7 @@ from accessd.central.web.core import (
     check_csrf,
     client_ip,
     make_env,
+    safe_path,
     same_origin,
 )
 from accessd.central.web.feed import Feed
@@ -127,10 +128,7 @@ def _q(text: str) -> str:
 
 
 def _safe_next(value: str | None) -> str:
-    """Only a path of this site (no //host, no scheme)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
+    return safe_path(value, "/")
 
 
 # -- log-in ---------------------------------------------------------------------------------------

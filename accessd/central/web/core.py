@@ -193,6 +193,13 @@ class Req:
                      action=action, site=site, target=target, detail=detail, outcome=outcome)
 
 
+def safe_path(value: str | None, default: str = "/") -> str:
+    """A path of this site to go back to, never another site (`//host`, a scheme, `\\`)."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return default
+
+
 def client_ip(request: Request) -> str:
     """The client's address (uvicorn puts the proxy's X-Forwarded-For there when the proxy
     is trusted: --forwarded-allow-ips)."""

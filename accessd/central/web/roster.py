@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from accessd.central import memberops, privacy
 from accessd.central.members import MembersFileError, read_members
-from accessd.central.web.core import Forbidden, NotFound, Req, page
+from accessd.central.web.core import Forbidden, NotFound, Req, page, safe_path
 from accessd.central.web.entries import site_tz
 from accessd.credentials import CredentialHasher
 from accessd.errors import MemberNotFound, OfficeActionError
@@ -217,7 +217,7 @@ def decide(req: Req) -> Response:
         raise Forbidden(f"site {site} is not yours")
     verb = req.request.path_params["verb"]
     ids = [int(v) for v in req.form.getlist("id") if str(v).isdigit()] if req.form else []
-    back = req.f("back") if req.f("back").startswith("/") else "/members"
+    back = safe_path(req.f("back"), "/members")
     if not ids or verb not in ("approve", "reject"):
         return req.redirect(back, "Choose a proposal first.")
     try:
