@@ -351,6 +351,8 @@ CHECKS = """() => {
 
 
 def test_pages_have_labels_contrast_and_keyboard_focus(page: Any, rig: Rig) -> None:
+    errors: list[str] = []  # a script or style the Content-Security-Policy blocked, say
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto("/login")
     found = page.evaluate(CHECKS)
     assert (found["unlabelled"], found["contrast"], found["h1"], found["lang"]) == \
@@ -371,6 +373,7 @@ def test_pages_have_labels_contrast_and_keyboard_focus(page: Any, rig: Rig) -> N
     assert focused[0] == "Skip to content" and focused[1] >= 0
     page.keyboard.press("Enter")
     assert page.evaluate("() => document.activeElement.id") == "main"
+    assert errors == []
 
 
 def test_the_audit_log_shows_what_was_done_in_the_browser(page: Any, rig: Rig) -> None:

@@ -66,12 +66,12 @@ class StorePool:
 
     @contextlib.contextmanager
     def store(self) -> Iterator[CentralStore]:
-        store = None
+        """A connection of its own for the caller's thread, returned afterwards."""
         with self._lock:
-            if self._free.empty() and self._made < self.size:
+            make = self._free.empty() and self._made < self.size
+            if make:
                 self._made += 1
-                store = "new"
-        if store == "new":
+        if make:
             try:
                 s = open_store(self.url)
             except BaseException:
@@ -79,7 +79,7 @@ class StorePool:
                     self._made -= 1
                 raise
         else:
-            s = self._free.get()
+            s = self._free.get()  # waits for one when all are in use
         try:
             yield s
         finally:
