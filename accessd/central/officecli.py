@@ -34,7 +34,7 @@ def _open(args: argparse.Namespace) -> Any:
 
 def _need_office() -> None:
     missing = []
-    for module in ("starlette", "jinja2", "uvicorn", "argon2", "multipart"):
+    for module in ("starlette", "jinja2", "uvicorn", "argon2", "python_multipart"):
         try:
             __import__(module)
         except ImportError:
