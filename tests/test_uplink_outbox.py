@@ -121,3 +121,46 @@ def test_the_wire_payload_is_the_entry_s_dict(event, floor):
     if floor is not None:
         expected["floor"] = floor
     assert event_message(entry, "ab" * 16, floor) == expected
+
+
+def test_no_acknowledgement_is_said_once_per_outage(journal, caplog):
+    """The demo without an office: one WARNING, then the resends quietly, and a word when the
+    office is back; the next outage is said again."""
+    import logging
+
+    now = [0.0]
+    box = Outbox(journal, Link(), window=100, ack_timeout_s=5, max_timeout_s=40,
+                 clock=lambda: now[0])
+    box.on_connected()
+    caplog.set_level(logging.DEBUG, logger="accessd.uplink.outbox")
+    for _ in range(8):  # well over an hour of outage in scaled time
+        box.pump()
+        now[0] += box.timeout
+        assert box.tick()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "25 events wait in the journal" in warnings[0].getMessage()
+    assert sum("sending again" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.DEBUG) == 7
+    box.on_ack(25)
+    assert any("acknowledges again" in r.getMessage() and r.levelno == logging.INFO
+               for r in caplog.records)
+    journal.append(Event(EventType.ACCESS_GRANTED))
+    box.pump()
+    now[0] += box.timeout
+    assert box.tick()
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 2
+
+
+def test_without_an_office_key_the_resends_stay_quiet(journal, caplog):
+    import logging
+
+    now = [0.0]
+    box = Outbox(journal, Link(), window=100, ack_timeout_s=5, clock=lambda: now[0])
+    box.expect_no_acks()  # the uplink said once why no acknowledgement can come
+    box.on_connected()
+    caplog.set_level(logging.INFO, logger="accessd.uplink.outbox")
+    for _ in range(4):
+        box.pump()
+        now[0] += box.timeout
+        assert box.tick()
+    assert not caplog.records

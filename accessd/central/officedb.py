@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS billing_months (
 CREATE TABLE IF NOT EXISTS billing_lines (
     site TEXT NOT NULL, month TEXT NOT NULL, member_id TEXT NOT NULL,
     member_name TEXT NOT NULL, visits BIGINT NOT NULL, hours DOUBLE PRECISION NOT NULL,
-    visits_closed_at_closing_time BIGINT NOT NULL, PRIMARY KEY (site, month, member_id)
+    visits_closed_at_closing_time BIGINT NOT NULL, visits_without_end BIGINT NOT NULL,
+    PRIMARY KEY (site, month, member_id)
 );
 CREATE TABLE IF NOT EXISTS usage_months (
     site TEXT NOT NULL, month TEXT NOT NULL, figures TEXT NOT NULL, computed_at TEXT NOT NULL,

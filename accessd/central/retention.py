@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from accessd.central import usage
 from accessd.central.health import known_sites
-from accessd.central.report import monthly_hours, site_schedule
+from accessd.central.report import HOURS_COLUMNS, MonthlyBilling, monthly_hours, site_schedule
 from accessd.events import format_ts, parse_ts, utcnow
 
 if TYPE_CHECKING:
@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MONTHS = 3
 FREEZE_AFTER = usage.FREEZE_AFTER
 RUN_EVERY = timedelta(hours=1)
-BILLING_COLUMNS = ("site", "month", "member_id", "member_name", "visits", "hours",
-                   "visits_closed_at_closing_time")
+BILLING_COLUMNS = HOURS_COLUMNS  # the lines of `report`, kept as they are
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -75,18 +74,27 @@ def cutoff(now: datetime, n: int) -> datetime:
 
 
 # -- billing lines: frozen or live, one answer ----------------------------------------------------
-def billing(store: CentralStore, site: str, month: str) -> list[dict[str, Any]]:
-    """The month's billing lines: the frozen ones once the month is frozen, else
-    `report.monthly_hours` from the movement log. `accessd central report` and the web's
-    billing page both read this."""
-    if store.rows("SELECT 1 FROM billing_months WHERE site = ? AND month = ?", (site, month)):
-        rows = store.rows(f"SELECT {', '.join(BILLING_COLUMNS)} FROM billing_lines WHERE "
-                          "site = ? AND month = ?", (site, month))
-        lines = [dict(zip(BILLING_COLUMNS, r, strict=True)) for r in rows]
-        for line in lines:
-            line["hours"] = round(float(line["hours"]), 2)
-        return sorted(lines, key=lambda r: (r["member_name"].lower(), r["member_id"]))
-    return monthly_hours(store, site, month)
+def frozen_lines(store: CentralStore, site: str, month: str) -> list[dict[str, Any]] | None:
+    """The month's kept billing lines once it is frozen, else None."""
+    if not is_frozen(store, site, month):
+        return None
+    rows = store.rows(f"SELECT {', '.join(BILLING_COLUMNS)} FROM billing_lines WHERE "
+                      "site = ? AND month = ?", (site, month))
+    lines = [dict(zip(BILLING_COLUMNS, r, strict=True)) for r in rows]
+    for line in lines:
+        line["hours"] = round(float(line["hours"]), 2)
+    return sorted(lines, key=lambda r: (r["member_name"].lower(), r["member_id"]))
+
+
+def billing(store: CentralStore, site: str, month: str,
+            live: MonthlyBilling | None = None) -> list[dict[str, Any]]:
+    """The month's billing lines: the frozen ones once the month is frozen, else the rows of
+    `report.monthly_billing` (`live`, if the caller has it). `accessd central report` and the
+    web's billing page both read this."""
+    frozen = frozen_lines(store, site, month)
+    if frozen is not None:
+        return frozen
+    return live.rows() if live is not None else monthly_hours(store, site, month)
 
 
 def is_frozen(store: CentralStore, site: str, month: str) -> bool:

@@ -70,6 +70,11 @@ class Outbox:
         self.timeout = ack_timeout_s
         self.last_progress = clock()
         self.floor: int | None = None
+        self.waiting_since: float | None = None  # an outage of acknowledgements: said once
+
+    def expect_no_acks(self) -> None:
+        """No acknowledgement can come (the caller said why, once): resend quietly."""
+        self.waiting_since = self.clock()
 
     def on_connected(self) -> None:
         """A new connection: nothing in flight is trusted any more, start from acked + 1."""
@@ -115,6 +120,10 @@ class Outbox:
             self.acked = new
             self.timeout = self.base_timeout
             self.last_progress = self.clock()
+            if self.waiting_since is not None:
+                log.info("the office acknowledges again (after %.0f s): events up to %d "
+                         "stored", self.clock() - self.waiting_since, new)
+                self.waiting_since = None
         self.sent_upto = max(self.sent_upto, self.acked)
 
     def on_resend(self, first: int, last: int) -> int:
@@ -155,8 +164,14 @@ class Outbox:
             return False
         if self.clock() - self.last_progress < self.timeout:
             return False
-        log.info("no acknowledgement for %.0f s; sending again from %d", self.timeout,
-                 self.acked + 1)
+        if self.waiting_since is None:  # once per outage; the rest at DEBUG
+            self.waiting_since = self.last_progress
+            log.warning("no acknowledgement from the office for %.0f s: %d events wait in "
+                        "the journal and are sent again, at growing intervals, until the "
+                        "office stores them", self.timeout, self.journal.depth())
+        else:
+            log.debug("no acknowledgement for %.0f s; sending again from %d", self.timeout,
+                      self.acked + 1)
         self.sent_upto = self.acked
         self.timeout = min(self.timeout * 2, self.max_timeout)
         self.last_progress = self.clock()

@@ -118,7 +118,7 @@ class Uplink:
         self._state: dict[str, Any] = {"connected": False, "last_error": None,
                                        "outbox_depth": None, "acked_seq": None,
                                        "rule_version": None, "last_rules": None,
-                                       "acks_refused": 0}
+                                       "acks_refused": 0, "last_ack_at": None}
         self._acks_warned_at = -WARN_EVERY_S
 
     # -- the daemon's side --------------------------------------------------------------
@@ -207,13 +207,15 @@ class Uplink:
         self.journal_id = self.journal.journal_id or self.journal.new_identity()
         self.door_key = self._door_key()
         if self.keys is None:
-            log.warning("no [mqtt] rules_public_key_file: acknowledgements from the office "
-                        "cannot be checked, so events stay in the outbox")
+            log.warning("no [mqtt] rules_public_key_file: no office can acknowledge events "
+                        "here, so they wait in the journal ('accessd status' counts them)")
         self.discovery = Discovery(self.topics, Options.from_config(self.config),
                                    DiscoveryRecord(self.config.storage.dir / "homeassistant.json"),
                                    enabled=m.homeassistant_discovery)
         self.outbox = Outbox(self.journal, self._send, window=m.outbox_window,
                              ack_timeout_s=m.ack_timeout_s)
+        if self.keys is None:
+            self.outbox.expect_no_acks()  # said above, once: no resend warnings to follow
         self._refresh()
         connect(client, self.settings, clean_start=True)
         last_status, last_check, last_seen = 0.0, 0.0, None
@@ -319,6 +321,7 @@ class Uplink:
                 self._journal_replaced_at_office(ack["acked"])
                 return
             self.outbox.on_ack(ack["acked"])
+            self._set(last_ack_at=format_ts(utcnow()))  # for status and doctor
         if "resend" in ack:
             self.outbox.on_resend(*ack["resend"])
 

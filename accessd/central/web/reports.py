@@ -12,10 +12,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from accessd.central import retention, usage
-from accessd.central.report import monthly_visits
+from accessd.central.report import monthly_billing
 from accessd.central.web import charts
 from accessd.central.web.core import Req, page
 from accessd.central.web.entries import site_tz
+from accessd.errors import UnknownSite
 
 BILLING_CSV = retention.BILLING_COLUMNS
 
@@ -44,17 +45,25 @@ def billing(req: Req) -> Response:
     sites, site = _site(req)
     tz = site_tz(req.store, site, req.app.config.timezone) if site else None
     month, error = _month(req, tz)
-    lines, visit_rows, frozen = [], [], False
+    lines: list[dict[str, Any]] = []
+    live, frozen = None, False
     if site:
-        lines = retention.billing(req.store, site, month)
+        try:
+            live = monthly_billing(req.store, site, month)
+        except UnknownSite:
+            live = None
+        lines = retention.billing(req.store, site, month, live) if live else []
         frozen = retention.is_frozen(req.store, site, month)
-        visit_rows = monthly_visits(req.store, site, month)
     totals = {"visits": sum(r["visits"] for r in lines),
               "hours": round(sum(r["hours"] for r in lines), 2),
-              "guessed": sum(r["visits_closed_at_closing_time"] for r in lines)}
+              "guessed": sum(r["visits_closed_at_closing_time"] for r in lines),
+              "no_end": sum(r["visits_without_end"] for r in lines)}
     return req.render("billing.html", title="Billing", sites=sites, site=site, month=month,
                       errors={"month": error} if error else {}, lines=lines,
-                      visits=visit_rows, totals=totals, frozen=frozen, tz=tz)
+                      visits=live.visits if live else [],
+                      in_progress=live.in_progress if live else [],
+                      warnings=live.warnings if live else [], totals=totals, frozen=frozen,
+                      tz=tz)
 
 
 @page("operator", "manager", take_flash=False)
@@ -64,7 +73,10 @@ def billing_csv(req: Req) -> Response:
     month, error = _month(req, site_tz(req.store, site, req.app.config.timezone))
     if error:
         return Response(f"month: {error}\n", status_code=400, media_type="text/plain")
-    lines = retention.billing(req.store, site, month)
+    try:
+        lines = retention.billing(req.store, site, month)
+    except UnknownSite:
+        lines = []
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=BILLING_CSV, lineterminator="\n")
     w.writeheader()
