@@ -67,10 +67,12 @@ def test_users_are_added_from_stdin_listed_changed_and_removed(tmp_path: Path, m
 
 
 def test_no_command_takes_a_password_on_the_command_line() -> None:
+    from accessd.cli.main import UsageError
+
     parser = build_parser()
-    for action in ("add", "passwd"):
-        with pytest.raises(SystemExit):
-            parser.parse_args(["central", "user", action, "x", "--password", PASSWORD])
+    for argv in (["add", "x", "--role", "operator"], ["passwd", "x"]):
+        with pytest.raises(UsageError, match="unrecognized arguments"):
+            parser.parse_args(["central", "user", *argv, "--password", PASSWORD])
 
 
 def test_passwords_are_argon2_hashes(tmp_path: Path) -> None:
