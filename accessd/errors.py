@@ -128,3 +128,15 @@ class OfficeOwnedError(AccessdError, PermissionError):
 
 class ProposalError(AccessdError, LookupError):
     """A door's proposed change cannot be found, or cannot be approved as it stands."""
+
+
+class UserError(AccessdError, ValueError):
+    """A web user cannot be added or changed as asked (name, role, sites, password)."""
+
+
+class OfficeActionError(AccessdError, ValueError):
+    """An office action on a member cannot be done as asked; `field` names the form field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

@@ -23,6 +23,7 @@ from typing import Any
 
 from accessd.central.doors import DOORS_SCHEMA, DoorRecords, Rebase
 from accessd.central.doors import where_clause as _where
+from accessd.central.officedb import OFFICE_SCHEMA
 from accessd.central.proposals import DEFAULT_DAYS, DoorChanges
 from accessd.errors import MemberNotFound, StoreError
 from accessd.events import EventType, format_ts, parse_ts, utcnow
@@ -151,7 +152,8 @@ class CentralStore(DoorRecords):
             self._errors = (sqlite3.Error,)
         with self.transaction():
             for statement in (SCHEMA + DOORS_SCHEMA
-                              + RIGHTS_SCHEMA.format(serial=_SERIAL[self.dialect])).split(";"):
+                              + RIGHTS_SCHEMA.format(serial=_SERIAL[self.dialect])
+                              + OFFICE_SCHEMA).split(";"):
                 if statement.strip():
                     self.execute(statement)
         self.changes = DoorChanges(self)
