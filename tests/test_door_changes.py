@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from rights_helpers import SITE, Office
@@ -199,7 +200,8 @@ def test_auto_restricted_policy_admits_new_members_as_occasional_for_a_while(off
     office.publish_to_all()
     row = b.rules.member(m.id)
     assert row.plan is Plan.OCCASIONAL and row.valid_until is not None
-    assert (row.valid_until - utcnow().date()).days <= 30
+    today = utcnow().astimezone(ZoneInfo("Europe/Paris")).date()  # the site's day, not UTC's
+    assert (row.valid_until - today).days <= 30
     assert b.opens(NEW, DAY) and not b.opens(NEW, EVENING)
     assert a.opens(NEW, EVENING), "its own door keeps what the host enrolled"
     assert not b.opens(EXTRA, DAY) and not b.opens(SAM, DAY)  # office members: approval
