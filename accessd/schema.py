@@ -115,8 +115,6 @@ MEMBERS = Table("members", "id", (
     Field("valid_until", "date", csv="valid_until", cli="--until",
           help="last valid day, inclusive, YYYY-MM-DD (site time): valid until midnight at "
                "its end"),
-    Field("email", "text", where="office", max_length=254, csv="email", cli="--email",
-          help="e-mail address (office only): matches calendar bookings to the member"),
     Field("origin", "enum", required=True, meta=True, choices=ORIGINS, default="site"),
     Field("updated_at", "stamp", required=True, meta=True),
 ), wire="members")
@@ -155,7 +153,7 @@ RIGHTS = Table("rights", "id", (
 BOOKINGS = Table("bookings", "id", (
     Field("id", "id", required=True),
     Field("member_id", "id", required=True, cli="--member", help="member id"),
-    Field("door", "door", required=True, cli="--door", help="the booked room's door"),
+    Field("door", "door_id", required=True, cli="--door", help="the booked room's door"),
     Field("start", "instant", required=True, cli="--start",
           help="start, site time YYYY-MM-DDTHH:MM (or with an offset)"),
     Field("end", "instant", required=True, cli="--end", help="end, after the start"),
@@ -325,11 +323,13 @@ _WIRE_KIND: dict[str, dict[str, Any]] = {
     "date": {"$ref": "#/$defs/date"},
     "hash": {"$ref": "#/$defs/hash"},
     "stamp": {"type": "string"},
+    "text": {"type": "string"},
     "instant": {"type": "string", "pattern": INSTANT},
     "hhmm": {"type": "string", "pattern": HHMM},
     "hhmm_end": {"type": "string", "pattern": HHMM_END},
     "days": {"type": "string", "pattern": DAYS},
     "door": {"type": "string", "pattern": DOOR_REF},
+    "door_id": {"type": "string", "pattern": DOOR_ID},
 }
 
 
@@ -371,8 +371,19 @@ def write_json_schema(path: Path | None = None) -> bool:
     if defs == doc["$defs"]:
         return False
     doc["$defs"] = defs
-    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    path.write_text(dump_schema(doc), "utf-8")
     return True
+
+
+def dump_schema(doc: Any, depth: int = 0) -> str:
+    """JSON with a line per key down to the properties of a definition, compact below."""
+    pad = "  " * (depth + 1)
+    if isinstance(doc, dict) and depth < 4 and any(isinstance(v, dict) for v in doc.values()):
+        items = [f"{pad}{json.dumps(k)}: {dump_schema(v, depth + 1).strip()}"
+                 for k, v in doc.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * depth + "}" + ("\n" if not depth
+                                                                         else "")
+    return json.dumps(doc, ensure_ascii=False)
 
 
 # -- values: members file, CLI ---------------------------------------------------------------

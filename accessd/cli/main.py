@@ -17,6 +17,7 @@ from typing import Any
 
 from accessd import __version__
 from accessd.errors import AccessdError
+from accessd.schema import MEMBERS, add_options
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 # who runs a command: the person behind sudo (the host's wrapper runs as the service user)
@@ -71,9 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("enroll", "Enrol a member's card: present it on the reader or type its number.",
             c.cmd_enroll)
-    p.add_argument("--name", required=True, help="member's display name")
-    p.add_argument("--plan", required=True, choices=["subscriber", "occasional"],
-                   help="subscriber: 24/7; occasional: opening hours only")
+    # the member's fields come from the member schema (accessd.schema)
+    add_options(p, MEMBERS, ("name", "plan"), required=("name", "plan"))
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--card", metavar="NUMBER",
                      help="card UID in hex (e.g. 0A1B2C3D4E, 04:A2:2B:1C); kept only as a "
@@ -86,11 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader", help="with --present: the reader to listen on (default: any)")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="with --present: seconds to wait for the card (default 30)")
-    p.add_argument("--from", dest="valid_from", type=_date, metavar="DATE",
-                   help="first valid day, YYYY-MM-DD (site time)")
-    p.add_argument("--until", dest="valid_until", type=_date, metavar="DATE",
-                   help="last valid day, inclusive, YYYY-MM-DD (site time): valid until "
-                        "midnight at its end")
+    add_options(p, MEMBERS, ("valid_from", "valid_until"),
+                types={"valid_from": _date, "valid_until": _date})
     p.add_argument("--member", metavar="ID", help="add the card to this existing member "
                    "(name, plan and dates are updated too)")
     p.add_argument("--operator", default=_operator(),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import sqlite3
 from collections.abc import Iterable
@@ -36,29 +37,13 @@ from accessd.errors import (
 from accessd.events import format_ts, utcnow
 from accessd.rights import Change, Verdict, restricts, transition
 from accessd.schedule import Schedule
+from accessd.schema import door_ddl, migrate_door
 from accessd.store.db import connect, transaction
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS members (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    plan TEXT NOT NULL CHECK (plan IN ('subscriber', 'occasional')),
-    status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'revoked')),
-    valid_from TEXT,
-    valid_until TEXT,
-    origin TEXT NOT NULL DEFAULT 'site' CHECK (origin IN ('site', 'central')),
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS credentials (
-    hash TEXT PRIMARY KEY,
-    member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
-    status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'revoked')),
-    technology TEXT,
-    origin TEXT NOT NULL DEFAULT 'site' CHECK (origin IN ('site', 'central')),
-    enrolled_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS credentials_member ON credentials(member_id);
+log = logging.getLogger(__name__)
+
+# members, credentials, rights and bookings come from the one member schema (accessd.schema)
+SCHEMA = door_ddl() + """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS revocations (
     kind TEXT NOT NULL CHECK (kind IN ('member', 'credential')),
@@ -109,6 +94,12 @@ class RuleCache:
         self.path = path
         self.db = connect(path, readonly=readonly)
         if not readonly:
+            try:
+                done = migrate_door(self.db.conn)  # an older cache is upgraded in place
+            except sqlite3.Error as exc:
+                raise StoreError(f"{path}: cannot upgrade the rule cache: {exc}") from exc
+            if done:
+                log.warning("%s: rule cache upgraded: %s", path, "; ".join(done))
             self.db.conn.executescript(SCHEMA)
         self._lookup_conn = self.db.conn
 
