@@ -149,3 +149,34 @@ def test_rights_and_bookings_rows_travel_and_are_checked():
 def test_rulesync_columns_are_the_schema_s():
     assert MEMBERS.names("door") == rulesync._MEMBER
     assert CREDENTIALS.names("door") == rulesync._CARD
+
+
+def test_docs_list_every_members_file_column():
+    text = (Path(__file__).parents[1] / "docs" / "central.md").read_text()
+    table = text[text.index("## Members file"):text.index("```csv")]
+    documented = {c for line in table.splitlines() if line.startswith("| `")
+                  for c in line.split("|")[1].replace("`", "").replace(",", " ").split()}
+    assert documented == set(members_file_columns())
+
+
+def test_an_office_member_is_set_field_by_field(tmp_path: Path):
+    from accessd.central.cli import main
+
+    store = str(tmp_path / "office.db")
+    assert main(["central", "member", "set", "--store", store, "--site", "s", "--id", "m1",
+                 "--name", "Zoé", "--plan", "occasional", "--until", "2026-12-31"]) == 0
+    assert main(["central", "member", "set", "--store", store, "--site", "s", "--id", "m1",
+                 "--plan", "subscriber"]) == 0
+    from accessd.central.store import open_store
+
+    s = open_store(store)
+    try:
+        (row,) = s.members("s")
+        assert (row["name"], row["plan"], row["valid_until"], row["origin"]) == \
+            ("Zoé", "subscriber", "2026-12-31", "central")
+        with pytest.raises(ValueError, match="valid_until"):
+            s.set_member("s", "m1", {"valid_until": "2026-02-30"})
+    finally:
+        s.close()
+    assert main(["central", "member", "set", "--store", store, "--site", "s", "--id", "m2",
+                 "--name", "X"]) == 1  # a new member needs a plan

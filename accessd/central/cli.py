@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from accessd.errors import AccessdError
+from accessd.schema import MEMBERS, add_options, cli_values
 
 DEFAULT_STORE = "accessd-central.db"
+# `member set` takes every member field that has an option in the member schema
+MEMBER_OPTIONS = tuple(f.name for f in MEMBERS.fields if f.cli)
 ENV_STORE = "ACCESSD_CENTRAL_STORE"
 
 
@@ -312,6 +315,26 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_member(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        if args.member_command == "set":
+            values = cli_values(MEMBERS, args, MEMBER_OPTIONS)
+            row = store.set_member(args.site, args.id, values)
+            print(json.dumps(row, sort_keys=True, ensure_ascii=False) if args.json else
+                  f"member {row['id']} saved; run `accessd central publish` to send it")
+            return 0
+        rows = store.members(args.site)
+    finally:
+        store.close()
+    for r in rows:
+        print(json.dumps(r, sort_keys=True, ensure_ascii=False) if args.json else
+              "  ".join(str(r[c] or "-") for c in ("id", "name", "plan", "status")))
+    if not rows and not args.json:
+        print(f"no member at {args.site}", file=sys.stderr)
+    return 0
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
     from accessd.rights import Change
 
@@ -587,6 +610,23 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="also send a delta from the previous version (faster for doors)")
     p.add_argument("--no-send", action="store_true",
                    help="record the signed version without publishing it")
+
+    p = add("member", cmd_member, "Add, change or list the office's members one at a time.")
+    members = p.add_subparsers(dest="member_command", metavar="ACTION", required=True)
+    m = members.add_parser("set", help="create or change a member (the fields given)",
+                           description="Create or change one member at the office: the "
+                                       "fields given change, the others stay. Its cards and "
+                                       "status change with the members file and `revoke`.")
+    _store_opt(m)
+    m.add_argument("--site", required=True, help="site id")
+    m.add_argument("--id", required=True, help="member id")
+    add_options(m, MEMBERS, MEMBER_OPTIONS)
+    m.add_argument("--json", action="store_true", help="print the member as JSON")
+    m = members.add_parser("list", help="the site's members",
+                           description="The site's members, every field the office keeps.")
+    _store_opt(m)
+    m.add_argument("--site", required=True, help="site id")
+    m.add_argument("--json", action="store_true", help="one JSON object per line")
 
     p = add("revoke", cmd_revoke, "Revoke a member or a card at the office, for good.")
     _store_opt(p)

@@ -646,6 +646,50 @@ class CentralStore(DoorRecords):
                 "kept_revoked": len(kept), "kept_revoked_ids": kept,
                 "kept_from_doors": sorted(from_doors)}
 
+    def set_member(self, site: str, member_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Create or change one office member (the fields given; the others stay as they are).
+
+        Each value is checked as the member schema says; a new member needs a name and a
+        plan. A revoked member stays revoked (RevokedError), and its status is not set here:
+        revoke with `revoke`. Returns the member's row as stored.
+        """
+        from accessd.errors import RevokedError
+        from accessd.schema import check_value
+
+        now = format_ts(utcnow())
+        checked = {}
+        for name, value in fields.items():
+            f = MEMBERS.get(name)
+            if f.meta or name in ("id", "status"):
+                raise ValueError(f"{name}: not set by this command")
+            try:
+                checked[name] = check_value(f, value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        with self.transaction():
+            if self.is_revoked(site, "member", member_id):
+                raise RevokedError(f"member {member_id} is revoked for good")
+            rows = self.rows(f"SELECT {', '.join(MEMBER_COLUMNS)} FROM members WHERE "
+                             "site = ? AND id = ?", (site, member_id))
+            row = dict(zip(MEMBER_COLUMNS, rows[0], strict=True)) if rows else \
+                {"id": member_id, "status": "active"}
+            row.update(checked)
+            for name in ("name", "plan"):
+                if not row.get(name):
+                    raise ValueError(f"a new member needs a {name}")
+            if row.get("valid_from") and row.get("valid_until") and \
+                    row["valid_until"] < row["valid_from"]:
+                raise ValueError("the validity ends before it starts")
+            row["origin"], row["updated_at"] = "central", now
+            self.execute(UPSERT_MEMBER, (site, *(row.get(c) for c in MEMBER_COLUMNS)))
+        return row
+
+    def members(self, site: str) -> list[dict[str, Any]]:
+        """The site's members, every office column (for display and the web pages)."""
+        return [dict(zip(MEMBER_COLUMNS, r, strict=True)) for r in self.rows(
+            f"SELECT {', '.join(MEMBER_COLUMNS)} FROM members WHERE site = ? ORDER BY id",
+            (site,))]
+
     def rules(self, site: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The site's members and credentials as they go into a snapshot."""
         members = [dict(zip(MEMBER_COLUMNS, r, strict=True)) for r in self.rows(
