@@ -115,6 +115,9 @@ MEMBERS = Table("members", "id", (
     Field("valid_until", "date", csv="valid_until", cli="--until",
           help="last valid day, inclusive, YYYY-MM-DD (site time): valid until midnight at "
                "its end"),
+    Field("email", "text", where="office", max_length=254, csv="email", cli="--email",
+          help="e-mail address (kept at the office): matches calendar bookings to the "
+               "member"),
     Field("origin", "enum", required=True, meta=True, choices=ORIGINS, default="site"),
     Field("updated_at", "stamp", required=True, meta=True),
 ), wire="members")

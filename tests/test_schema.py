@@ -60,6 +60,32 @@ def test_the_office_s_tables_are_the_schema_s(tmp_path: Path, kind: str):
             assert tables[t.name] == ["site", *t.names("office")], (kind, t.name)
 
 
+def test_a_member_s_email_stays_at_the_office(tmp_path: Path):
+    """The field added through the schema alone: office DDL, members file, CLI, not the wire."""
+    assert "email" in MEMBERS.names("office") and "email" not in MEMBER_FIELDS
+    f = tmp_path / "m.csv"
+    f.write_text("id,name,plan,email\na,Alice,occasional,alice@example.org\n")
+    members, _ = read_members(f, None)
+    from accessd.central.cli import main
+    from accessd.central.store import open_store
+
+    db = str(tmp_path / "office.db")
+    s = open_store(db)
+    s.import_members("s", members, [])
+    s.close()
+    assert main(["central", "member", "set", "--store", db, "--site", "s", "--id", "b",
+                 "--name", "Bob", "--plan", "subscriber", "--email", "bob@example.org"]) == 0
+    s = open_store(db)
+    try:
+        assert [m["email"] for m in s.members("s")] == ["alice@example.org", "bob@example.org"]
+        from accessd.central.publisher import build
+        from accessd.protocol.signing import OfficeKey
+
+        assert "@" not in json.dumps(build(s, OfficeKey.generate(), "s").snapshot)
+    finally:
+        s.close()
+
+
 def test_office_only_fields_never_reach_a_door():
     assert "note" in RIGHTS.names("office") and "status" in BOOKINGS.names("office")
     assert "note" not in RIGHT_FIELDS and "status" not in BOOKING_FIELDS
