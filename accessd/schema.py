@@ -299,6 +299,7 @@ def migrate_door(conn: sqlite3.Connection) -> list[str]:
                          f"accessd ({DOOR_SCHEMA_VERSION}): upgrade accessd")
     done: list[str] = []
     missing = missing_columns(conn, office=False)
+    fresh = _existing_columns(conn, "members", "sqlite") is None  # a new cache: nothing to say
     if version == DOOR_SCHEMA_VERSION and not missing:
         conn.executescript(door_ddl())  # cheap: every statement IF NOT EXISTS
         return done
@@ -315,7 +316,7 @@ def migrate_door(conn: sqlite3.Connection) -> list[str]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-    if version != DOOR_SCHEMA_VERSION:
+    if version != DOOR_SCHEMA_VERSION and not fresh:
         done.append(f"schema version {version} -> {DOOR_SCHEMA_VERSION}")
     return done
 

@@ -47,6 +47,12 @@ def _when(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _door_option(p: argparse.ArgumentParser, what: str) -> None:
+    """--door on a Pi that drives several doors ([[doors]]); default: the first."""
+    p.add_argument("--door", metavar="ID", help=f"{what} (a Pi with several [[doors]]; "
+                                                 "default: the first door)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="accessd",
@@ -93,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--operator", default=_operator(),
                    help="who does this (journalled; default $SUDO_USER, else $USER)")
     p.add_argument("--json", action="store_true", help="print the member as JSON")
+    _door_option(p, "the door whose journal records the enrolment, and whose readers "
+                    "--present listens on")
 
     p = add("revoke", "Revoke a member (all cards) or one card, for good.", c.cmd_revoke)
     target = p.add_mutually_exclusive_group(required=True)
@@ -102,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="revoke the card with this short hash (from 'show')")
     p.add_argument("--operator", default=_operator(),
                    help="who does this (journalled; default $SUDO_USER, else $USER)")
+    _door_option(p, "the door whose journal records the change")
 
     for name, verb in (("suspend", "Suspend a member: cards refused until 'resume'."),
                        ("resume", "Resume a suspended member.")):
@@ -109,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("member", help="member id")
         p.add_argument("--operator", default=_operator(),
                        help="who does this (journalled; default $SUDO_USER, else $USER)")
+        _door_option(p, "the door whose journal records the change")
 
     p = add("list", "List members.", c.cmd_list)
     p.add_argument("--plan", choices=["subscriber", "occasional"], help="only this plan")
@@ -125,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("log", "Show the journal: entries, denials, door events.", c.cmd_log)
     p.add_argument("--member", help="member id or part of the name")
-    p.add_argument("--door", help="door id")
+    p.add_argument("--door", help="only this door (default: every door of this Pi)")
     p.add_argument("--result", choices=["granted", "denied"], help="only this result")
     p.add_argument("--type", help="event type, '*' as wildcard (e.g. 'door.*', 'access.denied')")
     p.add_argument("--since", type=_when, help="from this instant (2026-11-01, "
@@ -140,15 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--operator", required=True, help="your name, recorded in the journal")
     p.add_argument("--seconds", type=float,
                    help="release time, 3 s to one hour (default: [lock] release_s)")
+    _door_option(p, "the door to release")
 
     p = add("status", "Show readers, lock, door, clock trust, journal depth, rule version.",
             c.cmd_status)
     p.add_argument("--json", action="store_true", help="print JSON")
+    _door_option(p, "the door to show first (every door is listed under doors)")
 
     p = add("door-key", "Print this door's public signing key, for the office to register "
             "(made on first use).", c.cmd_door_key)
     p.add_argument("--new", action="store_true",
                    help="make a new key (a key roll); it is used from the next start")
+    p.add_argument("--door", metavar="ID", help="only this door's key (default: every door "
+                                                "of this Pi, one line each)")
 
     from accessd.cli import card as card_cli
 

@@ -78,11 +78,23 @@ class DoorPort(Protocol):
 
 @dataclass
 class Capture:
-    """A pending request from `accessd enroll` to take the next card on a reader."""
+    """A pending request from `accessd enroll` to take the next card on a reader.
+
+    One capture may wait at several doors' controllers (any reader of a Pi): the first card
+    claims it, the others leave it."""
 
     reader: str | None
     done: threading.Event = field(default_factory=threading.Event)
     read: CardRead | None = None
+    _claim: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim(self, read: CardRead) -> bool:
+        with self._claim:
+            if self.done.is_set():
+                return False
+            self.read = read
+            self.done.set()
+            return True
 
 
 @dataclass
@@ -318,17 +330,24 @@ class DoorController:
     def capture_next(self, reader: str | None, timeout: float) -> CardRead | None:
         """Divert the next card presented (on `reader`, or any) to the caller: no decision."""
         cap = Capture(reader)
-        with self._mutex:
-            self._captures.append(cap)
+        self.add_capture(cap)
         log.info("enrolment: the next card on %s is taken for enrolment (%.0f s at most)",
                  reader or "any reader", timeout)
         try:
             cap.done.wait(timeout)
         finally:
-            with self._mutex:
-                if cap in self._captures:
-                    self._captures.remove(cap)
+            self.drop_capture(cap)
         return cap.read
+
+    def add_capture(self, cap: Capture) -> None:
+        """Wait for the next card on `cap.reader` (or any reader of this door) for `cap`."""
+        with self._mutex:
+            self._captures.append(cap)
+
+    def drop_capture(self, cap: Capture) -> None:
+        with self._mutex:
+            if cap in self._captures:
+                self._captures.remove(cap)
 
     @property
     def captures_waiting(self) -> int:
@@ -337,12 +356,11 @@ class DoorController:
             return len(self._captures)
 
     def _take_for_capture(self, read: CardRead) -> bool:
-        for cap in self._captures:
+        for cap in list(self._captures):
             if cap.reader in (None, read.reader):
-                cap.read = read
                 self._captures.remove(cap)
-                cap.done.set()
-                return True
+                if cap.claim(read):
+                    return True
         return False
 
     # -- door, exit, releases -------------------------------------------------------------

@@ -57,9 +57,14 @@ class Outcome:
 class RuleApplier:
     def __init__(self, rules: RuleCache, keys: PublicKeys | None, *, site: str, door: str,
                  journal: Journal | None = None,
-                 max_bytes: int = SNAPSHOT_MAX_BYTES) -> None:
+                 max_bytes: int = SNAPSHOT_MAX_BYTES,
+                 others: dict[str, Journal] | None = None) -> None:
+        """`journal` is this door's; `others` the journals of the other doors of this Pi,
+        which share the rule cache: the host's changes journalled at any of them are kept
+        the same way (each door's numbers against that door's `stored_seq` and `pending`)."""
         self.rules, self.keys, self.site, self.door = rules, keys, site, door
         self.journal, self.max_bytes = journal, max_bytes
+        self.others = dict(others or {})
 
     def handle(self, raw: bytes, topic_kind: str) -> Outcome:
         """Check and apply a document that arrived on the `topic_kind` topic."""
@@ -127,18 +132,9 @@ class RuleApplier:
                 if origin == "site":
                     members.add(mid)
         else:
-            stored = _count(doc.get("stored_seq", {}).get(self.door)) or 0
-            pending = [s for s in doc.get("pending", {}).get(self.door, []) if _count(s)]
-            marks = ",".join("?" * len(HOST_CHANGES))
-            rows = self.journal.conn.execute(
-                f"SELECT type, member_id, detail FROM events WHERE seq > ? AND type IN "
-                f"({marks})", (stored, *HOST_CHANGES)).fetchall()
-            for i in range(0, len(pending), 500):
-                chunk = pending[i:i + 500]
-                rows += self.journal.conn.execute(
-                    f"SELECT type, member_id, detail FROM events WHERE seq IN "
-                    f"({','.join('?' * len(chunk))}) AND type IN ({marks})",
-                    (*chunk, *HOST_CHANGES)).fetchall()
+            rows = []
+            for door, journal in {self.door: self.journal, **self.others}.items():
+                rows += _host_changes(journal, doc, door)
             for etype, mid, detail in rows:
                 if mid:
                     members.add(mid)
@@ -156,6 +152,24 @@ class RuleApplier:
         self.rules.set_meta(conn, "rule_version", str(doc["version"]))
         self.rules.set_meta(conn, "rule_issued_at", doc["issued_at"])
         self.rules.set_meta(conn, "rule_kind", doc["kind"])
+
+
+def _host_changes(journal: Journal, doc: dict[str, Any], door: str) -> list[Any]:
+    """The host changes journalled at `door` that the document does not settle: after the
+    office's mark for that door, or listed as pending for it."""
+    stored = _count(doc.get("stored_seq", {}).get(door)) or 0
+    pending = [s for s in doc.get("pending", {}).get(door, []) if _count(s)]
+    marks = ",".join("?" * len(HOST_CHANGES))
+    rows = journal.conn.execute(
+        f"SELECT type, member_id, detail FROM events WHERE seq > ? AND type IN "
+        f"({marks})", (stored, *HOST_CHANGES)).fetchall()
+    for i in range(0, len(pending), 500):
+        chunk = pending[i:i + 500]
+        rows += journal.conn.execute(
+            f"SELECT type, member_id, detail FROM events WHERE seq IN "
+            f"({','.join('?' * len(chunk))}) AND type IN ({marks})",
+            (*chunk, *HOST_CHANGES)).fetchall()
+    return rows
 
 
 def _count(value: Any) -> int | None:
