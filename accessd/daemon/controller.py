@@ -221,8 +221,9 @@ class DoorController:
         locked_out = guard.locked_out(mono)
         identified = not locked_out and self.cards.identifies(read)
         credential = self.hasher(read.uid) if identified else None
+        access = self.view.access(self.door)
         try:
-            record = None if credential is None else self.view.lookup(credential)
+            record = None if credential is None else self.view.lookup(credential, access)
         except CorruptRecord as exc:
             return self._unreadable(exc, read.direction), credential, [], None
         card = self.cards.check(read, credential, record)
@@ -234,6 +235,7 @@ class DoorController:
             direction=read.direction,
             locked_out=locked_out,
             card=card.facts,
+            door=access,
         )
         extra = []
         suspicious = decision.reason in (Reason.UNKNOWN_CREDENTIAL, Reason.AUTHENTICATION_FAILED)

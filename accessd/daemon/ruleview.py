@@ -14,9 +14,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from accessd.decision import Grant
+from accessd.decision import DoorAccess, Grant
 from accessd.errors import CorruptRecord
-from accessd.schedule import Schedule
+from accessd.schedule import Schedule, door_access
 from accessd.store.rules import RuleCache
 
 Report = Callable[[str, str, dict[str, Any]], None]  # (reason, error, event fields)
@@ -29,11 +29,15 @@ class RuleView:
         self._schedule: tuple[str | None, Schedule] | None = None
         self._reported: set[tuple[str, str]] = set()
         self._bad_members: dict[str, str] = {}  # member id -> why their row is unusable
+        self._access: dict[str, tuple[str | None, DoorAccess]] = {}
 
-    def lookup(self, credential_hash: str) -> Grant | None:
-        """The card's record; CorruptRecord (reported once) when its row cannot be used."""
+    def lookup(self, credential_hash: str, access: DoorAccess | None = None) -> Grant | None:
+        """The card's record, with its rights and bookings at the door `access` describes;
+        CorruptRecord (reported once) when a row cannot be used."""
         try:
-            record = self.rules.lookup(credential_hash)
+            record = self.rules.lookup(
+                credential_hash, access.door if access is not None else None,
+                entrance=access is not None and access.entrance)
         except CorruptRecord as exc:
             mid = exc.member_id if isinstance(exc.member_id, str) else None
             self._bad_members[str(mid)] = str(exc)
@@ -65,6 +69,26 @@ class RuleView:
                 self._once("unusable_schedule", raw, error)
         self._schedule = (raw, schedule)
         return schedule
+
+    def access(self, door: str) -> DoorAccess:
+        """What the office's door rules (`access`) say about `door`; without any, or when the
+        stored value is unusable (reported once), every plan at every door, as before door
+        rules existed. Parsed once per stored value."""
+        raw = self.rules.get_meta("access")
+        cached = self._access.get(door)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        access = DoorAccess(door)
+        self.problems.pop("unusable_access", None)
+        if raw is not None:
+            try:
+                access = door_access(json.loads(raw), door)
+            except (ValueError, TypeError, RecursionError) as exc:
+                error = f"published door rules unusable, every plan opens this door: {exc}"
+                self.problems["unusable_access"] = error
+                self._once("unusable_access", raw, error)
+        self._access[door] = (raw, access)
+        return access
 
     def version(self) -> int | None:
         """The version of the rules held; None when the stored value is unusable."""

@@ -21,11 +21,11 @@ import secrets
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from accessd.decision import Grant, Plan, Status
+from accessd.decision import Booking, Grant, Plan, Status, Window
 from accessd.errors import (
     CorruptRecord,
     DuplicateCredential,
@@ -36,7 +36,7 @@ from accessd.errors import (
 )
 from accessd.events import format_ts, utcnow
 from accessd.rights import Change, Verdict, restricts, transition
-from accessd.schedule import Schedule
+from accessd.schedule import Schedule, parse_booking, parse_window
 from accessd.schema import door_ddl, migrate_door
 from accessd.store.db import connect, transaction
 
@@ -56,6 +56,15 @@ CREATE TABLE IF NOT EXISTS revocations (
 _LOOKUP = """
 SELECT c.status, m.id, m.name, m.plan, m.status, m.valid_from, m.valid_until
 FROM credentials c JOIN members m ON m.id = c.member_id WHERE c.hash = ?
+"""
+# a member's rights and restrictions at a door (or every door), and bookings not yet over of
+# that door (of any door at an entrance): one indexed query after the card's
+_WINDOWS = """
+SELECT effect, door, days, "start", "end", valid_from, valid_until, NULL FROM rights
+WHERE member_id = ?1 AND door IN (?2, '*')
+UNION ALL
+SELECT NULL, door, NULL, "start", "end", NULL, NULL, id FROM bookings
+WHERE member_id = ?1 AND "end" > ?3 AND (door = ?2 OR ?4)
 """
 
 
@@ -111,14 +120,31 @@ class RuleCache:
         return transaction(self.db.conn)
 
     # -- the hot path -------------------------------------------------------------------
-    def lookup(self, credential_hash: str) -> Grant | None:
+    def lookup(self, credential_hash: str, door: str | None = None, *,
+               entrance: bool = False, since: str | None = None) -> Grant | None:
+        """The card's member, with the member's rights and restrictions at `door` and the
+        bookings of `door` (of every door at an `entrance`) that end after `since` (a wire
+        instant; default: a day ago). CorruptRecord when a row cannot be used."""
         row = self._lookup_conn.execute(_LOOKUP, (credential_hash,)).fetchone()
         if row is None:
             return None
         cstatus, mid, name, plan, mstatus, vfrom, vuntil = row
         try:
+            windows: list[Window] = []
+            bookings: list[Booking] = []
+            if door is not None:
+                since = since or (utcnow() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                for effect, wdoor, days, start, end, wfrom, wuntil, booking in \
+                        self._lookup_conn.execute(_WINDOWS, (mid, door, since, entrance)):
+                    if booking is None:
+                        windows.append(parse_window({
+                            "effect": effect, "door": wdoor, "days": days, "start": start,
+                            "end": end, "valid_from": wfrom, "valid_until": wuntil}))
+                    else:
+                        bookings.append(parse_booking({"door": wdoor, "start": start,
+                                                       "end": end}, f"booking {booking!r}"))
             return Grant(Status(cstatus), mid, name, Plan(plan), Status(mstatus),
-                         _date(vfrom), _date(vuntil))
+                         _date(vfrom), _date(vuntil), tuple(windows), tuple(bookings))
         except (ValueError, TypeError) as exc:  # a row written by hand or an older version
             raise CorruptRecord(f"member {mid!r}: unusable row ({exc}): plan {plan!r}, status "
                                 f"{mstatus!r}, card {cstatus!r}, valid {vfrom!r} to {vuntil!r}",
@@ -294,8 +320,8 @@ class RuleCache:
 
     def counts(self) -> dict[str, int]:
         c = self.db.conn
-        return {"members": c.execute("SELECT count(*) FROM members").fetchone()[0],
-                "credentials": c.execute("SELECT count(*) FROM credentials").fetchone()[0]}
+        return {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("members", "credentials", "rights", "bookings")}
 
     # -- bulk (rule sync, benchmarks) ---------------------------------------------------
     def bulk_load(self, conn: sqlite3.Connection, members: Iterable[dict[str, Any]],
