@@ -453,6 +453,8 @@ def add_options(parser: argparse.ArgumentParser, table: Table, names: Sequence[s
             kw["type"] = types[name]
         if f.kind == "date":
             kw["metavar"] = "DATE"
+        elif not f.choices:
+            kw["metavar"] = f.cli.lstrip("-").upper().replace("-", "_")
         if name in required:
             kw["required"] = True
         parser.add_argument(f.cli, **kw)

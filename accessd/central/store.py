@@ -24,6 +24,7 @@ from typing import Any
 from accessd.central.doors import DOORS_SCHEMA, DoorRecords, Rebase
 from accessd.central.doors import where_clause as _where
 from accessd.central.proposals import DEFAULT_DAYS, DoorChanges
+from accessd.central.rooms import Rooms
 from accessd.errors import MemberNotFound, StoreError
 from accessd.events import EventType, format_ts, parse_ts, utcnow
 from accessd.rights import Change
@@ -153,6 +154,7 @@ class CentralStore(DoorRecords):
             self._errors = (sqlite3.Error,)
         self.upgraded = self._upgrade()
         self.changes = DoorChanges(self)
+        self.rooms = Rooms(self)  # doors, access groups, rights, bookings
 
     def __repr__(self) -> str:
         return f"CentralStore({self.dialect})"
