@@ -318,3 +318,34 @@ def test_the_booking_commands(tmp_path, capsys):
     assert "allow" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse: not a kind of door
         main(["central", "door", "set", *base, "--door", "room-c", "--kind", "bedroom"])
+
+
+def test_the_report_shows_booked_and_measured_hours_billed_as_the_site_says(store):
+    from accessd.central.report import monthly_hours
+
+    nov = datetime(2026, 11, 3, 10, tzinfo=PARIS)
+    store.rooms.add_booking("s1", member_id="zoe", door="room-a", start=nov,
+                            end=nov + timedelta(hours=2))
+    store.rooms.add_booking("s1", member_id="zoe", door="room-b", start=nov + timedelta(days=1),
+                            end=nov + timedelta(days=1, minutes=90))
+    gone = store.rooms.add_booking("s1", member_id="zoe", door="room-b",
+                                   start=nov + timedelta(days=2),
+                                   end=nov + timedelta(days=2, hours=5))
+    store.rooms.cancel_booking("s1", gone["id"])
+    store.rooms.add_booking("s1", member_id="hugo", door="room-a", start=nov,  # subscriber
+                            end=nov + timedelta(hours=3))
+    journal = "0" * 32
+    store.store_events([{"v": 2, "seq": i, "id": f"e{i}", "site": "s1", "door": "entrance",
+                         "journal": journal, "type": "access.granted", "ts": ts,
+                         "clock_trusted": True, "member_id": "zoe", "member_name": "Zoé",
+                         "plan": "occasional", "result": "granted", "reason": reason,
+                         "detail": {"direction": direction}}
+                        for i, (ts, reason, direction) in enumerate([
+                            ("2026-11-03T08:50:00.000Z", "booking", "entry"),
+                            ("2026-11-03T10:05:00.000Z", "exit", "exit")], 1)])
+    (row,) = monthly_hours(store, "s1", "2026-11")
+    assert (row["member_id"], row["hours"], row["booked_hours"], row["billing"],
+            row["billed_hours"]) == ("zoe", 1.25, 3.5, "booked", 3.5)
+    store.rooms.set_access("s1", billing="measured")
+    (row,) = monthly_hours(store, "s1", "2026-11")
+    assert (row["billing"], row["billed_hours"]) == ("measured", 1.25)

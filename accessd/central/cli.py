@@ -632,12 +632,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.csv:
-        fields = list(rows[0]) if rows else ["member_id", "member_name", "visits", "hours"]
+        fields = list(rows[0]) if rows else ["member_id", "member_name", "visits", "hours",
+                                             "booked_hours", "billed_hours"]
         w = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
     elif not rows:
-        print(f"no occasional visits at {args.site} in {args.month}")
+        print(f"no occasional visits or bookings at {args.site} in {args.month}")
     else:
         for r in rows:
             if args.visits:
@@ -646,7 +647,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                       f"{r['member_name']}{flag}")
             else:
                 guessed = r["visits_closed_at_closing_time"]
-                print(f"{r['member_name']:<30} {r['visits']:3} visits {r['hours']:7.2f} h"
+                print(f"{r['member_name']:<30} {r['visits']:3} visits {r['hours']:7.2f} h  "
+                      f"booked {r['booked_hours']:7.2f} h  billed {r['billed_hours']:7.2f} h "
+                      f"({r['billing']})"
                       + (f"  ({guessed} without exit)" if guessed else ""))
     return 0
 

@@ -100,19 +100,47 @@ def monthly_visits(store: CentralStore, site: str, month: str) -> list[Visit]:
     return [v for v in visits(occasional, schedule) if start <= v.start < end]
 
 
+def monthly_booked(store: CentralStore, site: str, month: str) -> dict[str, float]:
+    """Occasional members' booked hours of meeting rooms in `month` (bookings not cancelled,
+    counted in the month they start, site local time): member id -> hours."""
+    schedule = site_schedule(store, site)
+    start, end = month_range(month, schedule.tz)
+    occasional = {m["id"] for m in store.members(site) if m["plan"] == "occasional"}
+    out: dict[str, float] = {}
+    for b in store.rooms.bookings(site, since=start - timedelta(days=31), until=end):
+        begins = parse_ts(b["start"])
+        if b["member_id"] in occasional and start <= begins < end:
+            out[b["member_id"]] = out.get(b["member_id"], 0.0) + (
+                parse_ts(b["end"]) - begins).total_seconds() / 3600
+    return out
+
+
 def monthly_hours(store: CentralStore, site: str, month: str) -> list[dict[str, Any]]:
-    """One line per occasional member: visits, hours, and how many visits had no exit."""
+    """One line per occasional member: visits, measured hours, how many visits had no exit,
+    booked hours, and the hours billed by the site's setting (`billing`: measured or
+    booked; docs/central.md)."""
     totals: dict[str, dict[str, Any]] = {}
+    billing = store.rooms.settings(site)["billing"]
+    names = {m["id"]: m["name"] for m in store.members(site)}
+
+    def line(member_id: str, name: str) -> dict[str, Any]:
+        return totals.setdefault(member_id, {
+            "site": site, "month": month, "member_id": member_id,
+            "member_name": name, "visits": 0, "hours": 0.0,
+            "visits_closed_at_closing_time": 0, "booked_hours": 0.0, "billing": billing,
+            "billed_hours": 0.0})
+
     for v in monthly_visits(store, site, month):
-        row = totals.setdefault(v.member_id, {
-            "site": site, "month": month, "member_id": v.member_id,
-            "member_name": v.member_name, "visits": 0, "hours": 0.0,
-            "visits_closed_at_closing_time": 0})
+        row = line(v.member_id, v.member_name)
         row["visits"] += 1
         row["hours"] += v.hours
         row["visits_closed_at_closing_time"] += v.closed_by == "closing_time"
+    for member_id, hours in monthly_booked(store, site, month).items():
+        line(member_id, names.get(member_id, member_id))["booked_hours"] += hours
     for row in totals.values():
         row["hours"] = round(row["hours"], 2)
+        row["booked_hours"] = round(row["booked_hours"], 2)
+        row["billed_hours"] = row["booked_hours" if billing == "booked" else "hours"]
     return sorted(totals.values(), key=lambda r: (r["member_name"].lower(), r["member_id"]))
 
 
