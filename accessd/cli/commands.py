@@ -190,6 +190,18 @@ def cmd_open(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_door_mode(args: argparse.Namespace) -> int:
+    from accessd.daemon.control import call
+
+    cfg = _config(args)
+    reply = call(cfg.storage.control_socket,
+                 {"op": "mode", "mode": args.mode, "operator": args.operator,
+                  "sudo_user": os.environ.get("SUDO_USER"), "door": args.door})
+    which = f"door {reply['door']}" if cfg.several_doors else "door"
+    print(f"{which}: {reply['mode']} ({reply['why']})")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from accessd.daemon.control import call
 

@@ -34,6 +34,7 @@ HOST_COMMANDS: dict[str, frozenset[str]] = {
     "resume": _OPERATOR,
     "revoke": frozenset({"--card", "--credential"}) | _OPERATOR,
     "open": frozenset({"--seconds"}) | _OPERATOR,
+    "door-mode": _OPERATOR,
     "status": frozenset({"--json", "--door"}),
     "door-key": frozenset({"--door"}),  # prints public lines only (no --new: the admin's)
     # announced host commands: refused cleanly by a version that does not have them yet

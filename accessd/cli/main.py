@@ -152,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="release time, 3 s to one hour (default: [lock] release_s)")
     _door_option(p, "the door to release")
 
+    p = add("door-mode", "Hold the door open or locked until further notice, or give it back "
+            "to its unlock schedule (journalled).", c.cmd_door_mode)
+    p.add_argument("mode", choices=["open", "locked", "auto"],
+                   help="open: held released; locked: kept locked, the schedule suspended; "
+                        "auto: the unlock schedule (if any) decides again")
+    p.add_argument("--operator", required=True, help="your name, recorded in the journal")
+    _door_option(p, "the door")
+
     p = add("status", "Show readers, lock, door, clock trust, journal depth, rule version.",
             c.cmd_status)
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -31,6 +31,7 @@ from accessd.daemon.controller import Capture, DoorController
 from accessd.daemon.notify import sd_notify, watchdog_interval
 from accessd.daemon.storagelock import StorageLock
 from accessd.decision import Plan, Proof
+from accessd.door.mode import Hold
 from accessd.errors import AccessdError
 from accessd.events import Event, EventType, event_from_dict, format_ts
 from accessd.guard import UnknownCardGuard
@@ -137,7 +138,7 @@ class Daemon:
                                                        sec.unknown_card_window_s,
                                                        sec.lockout_s),
                 door_monitor=unit.monitor, feedback=unit.hardware.feedback,
-                cards=CardGate(CardStore(rules.db.conn), required),
+                cards=CardGate(CardStore(rules.db.conn), required), unlock=spec.unlock,
             )
             unit.hardware.relay.on_change(
                 lambda released, door=spec.id: self._lock_changed(door, released))
@@ -149,6 +150,9 @@ class Daemon:
             c.record(c.event(EventType.DAEMON_STARTED, detail={
                 "version": __version__, "lock": spec.lock.type,
                 "readers": [r.name for r in spec.readers]}))
+            if self._stored_hold(unit) is Hold.LOCKED:  # a lock-down outlives a restart
+                c.set_hold(Hold.LOCKED, "restored at start")
+            c.tick_mode()
         self.controller = self.doors[0].controller
         self.door_monitor = self.doors[0].monitor
         self._check_orphan_journal()
@@ -158,6 +162,7 @@ class Daemon:
         self.control = ControlServer(cfg.storage.control_socket, {
             "status": lambda req, peer: self.status(req.get("door")),
             "open": self._control_open,
+            "mode": self._control_mode,
             "capture": self._control_capture,
             "card": self._control_card,
         })
@@ -299,6 +304,51 @@ class Daemon:
             "operator_typed": typed, "peer_user": peer.user, "peer_uid": peer.uid})
         return {"seconds": seconds, "operator": operator, "door": unit.spec.id}
 
+    def _control_mode(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """The host holds a door open or locked until further notice, or gives it back to
+        its schedule (`auto`). A held-locked door stays so across a restart; a held-open
+        one does not (a door never opens by itself at start)."""
+        unit = self.unit(req.get("door"))
+        assert unit.controller is not None
+        try:
+            hold = Hold(str(req.get("mode")))
+        except ValueError:
+            raise ValueError("mode: open, locked or auto") from None
+        operator = peer.user
+        sudo_user = req.get("sudo_user")
+        if (peer.uid in (0, os.geteuid()) and isinstance(sudo_user, str)
+                and sudo_user.strip()):
+            operator = sudo_user.strip()[:80]
+        typed = str(req.get("operator") or "").strip()[:80]
+        if not typed:
+            raise ValueError("a change of mode needs the operator's name")
+        state = unit.controller.set_hold(hold, f"{operator} ({typed})" if typed != operator
+                                         else operator)
+        self._store_hold(unit, hold)
+        return {"door": unit.spec.id, "mode": str(state.mode), "why": state.why}
+
+    def _hold_file(self, unit: DoorUnit) -> Path:
+        return self.cfg.storage.dir / f"door-mode-{unit.spec.id}.json"
+
+    def _stored_hold(self, unit: DoorUnit) -> Hold:
+        try:
+            return Hold(json.loads(self._hold_file(unit).read_text())["hold"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return Hold.NONE
+
+    def _store_hold(self, unit: DoorUnit, hold: Hold) -> None:
+        path = self._hold_file(unit)
+        try:
+            if hold is Hold.LOCKED:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"hold": str(hold)}))
+                tmp.replace(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remember the hold of door %s across a restart: %s",
+                        unit.spec.id, exc)
+
     def _control_capture(self, req: dict[str, Any], _peer: Peer) -> dict[str, Any]:
         """The next card on a reader (named), on a door's readers, or on any reader."""
         timeout = min(float(req.get("timeout") or 30), 300)
@@ -386,6 +436,9 @@ class Daemon:
                      "relay_pin": {True: "high", False: "low"}.get(relay.pin_level, "closed")},
             "door_contact": {"state": "unknown" if door_open is None else
                              ("open" if door_open else "closed")},
+            "mode": {"mode": str(c.mode_state.mode), "why": c.mode_state.why,
+                     "hold": str(c.mode.hold),
+                     "schedule": _schedule_text(unit.spec)},
             "alarms": c.alarms(),
             "clock": {"trusted": c.clock.trusted(now), "now": format_ts(now)},
             "journal": journal_state,
@@ -419,6 +472,7 @@ class Daemon:
     def _tick(self, unit: DoorUnit, mono: float) -> None:
         c = unit.controller
         assert c is not None
+        c.tick_mode()
         c.door_input(unit.monitor.tick, mono, lambda e: self._door_event(unit, e))
         c.flush()
         alarms = c.alarms()
@@ -484,6 +538,14 @@ class Daemon:
             if self._owns_factory and self.factory is not None:
                 self.factory.close()
                 self._owns_factory = False
+
+
+def _schedule_text(spec: DoorSpec) -> str | None:
+    u = spec.unlock
+    if u is None:
+        return None
+    return (f"{','.join(u.days)} {u.start:%H:%M}-{u.end:%H:%M}"
+            + (" after the first in" if u.first_in else ""))
 
 
 def run(cfg: Config) -> int:
