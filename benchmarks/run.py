@@ -31,7 +31,7 @@ KEYS = (
     "floor_ms", "tap_to_release_ms", "decision_us", "event_to_central_ms", "snapshot_apply_s",
     "decision_during_sync_ms", "outbox_drain_events_per_s", "central_ingest_events_per_s",
     "central_ingest_pg_events_per_s", "rss_mib", "startup_s", "unknown_flood_decision_ms",
-    "secure_tap_cpu_ms",
+    "secure_tap_cpu_ms", "decision_multi_us", "tap_to_release_multi_ms",
 )
 
 
@@ -50,6 +50,10 @@ DESCRIBE = {
                                   "p99 <= 5 ms"),
     "secure_tap_cpu_ms": ("door CPU per authenticated tap (NTAG 424 DNA, DESFire)",
                           "p99 <= 5 ms"),
+    "decision_multi_us": ("decision_us with 20 doors, 5,000 windows, 1,000 bookings",
+                          "p99 <= 50 us"),
+    "tap_to_release_multi_ms": ("tap -> its door's relay on a Pi driving 4 doors",
+                                "p99 <= 2 ms"),
 }
 
 
@@ -74,7 +78,7 @@ QUICK = Plan(tap_samples=150, tap_warmup=20, decision_samples=5_000, flood_sampl
                       "ingest_events": 5_000, "snapshot": 100_000, "sync_runs": 1})
 
 
-GROUPS = ("tap", "decision", "flood", "startup", "rss", "network", "secure")
+GROUPS = ("tap", "decision", "flood", "startup", "rss", "network", "secure", "doors")
 
 
 def log(msg: str) -> None:
@@ -100,6 +104,11 @@ def _groups(plan: Plan, sites: SiteFactory) -> list[tuple[str, tuple[str, ...],
         ("secure", ("secure_tap_cpu_ms",),
          lambda: [secure.bench_secure_tap(sites, samples=max(40, plan.tap_samples // 4),
                                           warmup=max(10, plan.tap_warmup // 4))]),
+        ("doors", ("decision_multi_us", "tap_to_release_multi_ms"),
+         lambda: [door.bench_decision_multi(sites, samples=plan.decision_samples,
+                                            warmup=max(500, plan.decision_samples // 20)),
+                  door.bench_tap_multi(sites, samples=max(100, plan.tap_samples // 2),
+                                       warmup=max(20, plan.tap_warmup // 2))]),
     ]
 
 

@@ -236,6 +236,7 @@ class DoorController:
         locked_out = guard.locked_out(mono)
         identified = not locked_out and self.cards.identifies(read)
         credential = self.hasher(read.uid) if identified else None
+        self.view.refresh()  # once per tap: what a rule sync or the host changed
         access = self.view.access(self.door)
         try:
             record = None if credential is None else self.view.lookup(credential, access)
@@ -304,6 +305,7 @@ class DoorController:
 
     def schedule(self) -> Schedule:
         """The office's published schedule if usable, else the configuration's."""
+        self.view.refresh()
         return self.view.schedule()
 
     def rule_version(self) -> int | None:
@@ -434,6 +436,7 @@ class DoorController:
             with self._mutex:
                 now = self.wallclock()
                 trusted = self.clock.trusted(now)
+                self.view.refresh()
                 new = self.mode.evaluate(now, trusted, self.view.schedule())
                 old = self.mode_state
                 if new.mode is old.mode:

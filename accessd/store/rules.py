@@ -66,6 +66,13 @@ UNION ALL
 SELECT NULL, door, NULL, "start", "end", NULL, NULL, id FROM bookings
 WHERE member_id = ?1 AND "end" > ?3 AND (door = ?2 OR ?4)
 """
+_ALL_WINDOWS = """
+SELECT effect, door, days, "start", "end", valid_from, valid_until, NULL FROM rights
+WHERE member_id = ?1
+UNION ALL
+SELECT NULL, door, NULL, "start", "end", NULL, NULL, id FROM bookings
+WHERE member_id = ?1 AND "end" > ?2
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,35 +129,58 @@ class RuleCache:
     # -- the hot path -------------------------------------------------------------------
     def lookup(self, credential_hash: str, door: str | None = None, *,
                entrance: bool = False, since: str | None = None) -> Grant | None:
-        """The card's member, with the member's rights and restrictions at `door` and the
-        bookings of `door` (of every door at an `entrance`) that end after `since` (a wire
-        instant; default: a day ago). CorruptRecord when a row cannot be used."""
+        """The card's member, with (given a `door`) the member's rights and restrictions at
+        that door and the bookings of that door (of every door at an `entrance`) that end
+        after `since` (a wire instant; default: a day ago). CorruptRecord when a row cannot
+        be used."""
         row = self._lookup_conn.execute(_LOOKUP, (credential_hash,)).fetchone()
         if row is None:
             return None
         cstatus, mid, name, plan, mstatus, vfrom, vuntil = row
         try:
-            windows: list[Window] = []
-            bookings: list[Booking] = []
-            if door is not None:
-                since = since or (utcnow() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-                for effect, wdoor, days, start, end, wfrom, wuntil, booking in \
-                        self._lookup_conn.execute(_WINDOWS, (mid, door, since, entrance)):
-                    if booking is None:
-                        windows.append(parse_window({
-                            "effect": effect, "door": wdoor, "days": days, "start": start,
-                            "end": end, "valid_from": wfrom, "valid_until": wuntil}))
-                    else:
-                        bookings.append(parse_booking({"door": wdoor, "start": start,
-                                                       "end": end}, f"booking {booking!r}"))
+            windows, bookings = self.windows(mid, door, entrance=entrance, since=since) \
+                if door is not None else ((), ())
             return Grant(Status(cstatus), mid, name, Plan(plan), Status(mstatus),
-                         _date(vfrom), _date(vuntil), tuple(windows), tuple(bookings))
+                         _date(vfrom), _date(vuntil), windows, bookings)
         except (ValueError, TypeError) as exc:  # a row written by hand or an older version
             raise CorruptRecord(f"member {mid!r}: unusable row ({exc}): plan {plan!r}, status "
                                 f"{mstatus!r}, card {cstatus!r}, valid {vfrom!r} to {vuntil!r}",
                                 member_id=mid,
                                 member_name=name, credential_status=cstatus,
                                 member_status=mstatus) from exc
+
+    def windows(self, member_id: str, door: str | None, *, entrance: bool = False,
+                since: str | None = None) -> tuple[tuple[Window, ...], tuple[Booking, ...]]:
+        """A member's rights and restrictions at `door` (or every door), and bookings of
+        `door` (any door at an `entrance`) ending after `since`; every door's when `door`
+        is None. ScheduleError (a ValueError) for a row that means nothing."""
+        since = since or (utcnow() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        windows: list[Window] = []
+        bookings: list[Booking] = []
+        sql, args = (_WINDOWS, (member_id, door, since, entrance)) if door is not None else \
+            (_ALL_WINDOWS, (member_id, since))
+        for effect, wdoor, days, start, end, wfrom, wuntil, booking in \
+                self._lookup_conn.execute(sql, args):
+            if booking is None:
+                windows.append(parse_window({
+                    "effect": effect, "door": wdoor, "days": days, "start": start, "end": end,
+                    "valid_from": wfrom, "valid_until": wuntil}))
+            else:
+                bookings.append(parse_booking({"door": wdoor, "start": start, "end": end},
+                                              f"booking {booking!r}"))
+        return tuple(windows), tuple(bookings)
+
+    def windowed_members(self) -> set[str]:
+        """The members that have rights, restrictions or bookings (office rows: they change
+        only with a rule document)."""
+        return {r[0] for r in self._lookup_conn.execute(
+            "SELECT member_id FROM rights UNION SELECT member_id FROM bookings")}
+
+    def changed_marker(self) -> tuple[int, int]:
+        """Changes as cheap as a pragma: another connection's commit (data_version) or this
+        connection's own (total_changes). Equal markers: nothing was written."""
+        return (self._lookup_conn.execute("PRAGMA data_version").fetchone()[0],
+                self._lookup_conn.total_changes)
 
     # -- meta ---------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
