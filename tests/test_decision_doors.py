@@ -307,3 +307,32 @@ def test_bookings_decide_as_the_oracle_says_with_lead_end_and_cancellation(rows,
                                                                               cancelled)
     finally:
         rules.close()
+
+
+def test_the_documented_example_site_decides_as_docs_decision_md_says():
+    """Each row of the example table in docs/decision.md, decided for real."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "decision.md").read_text()
+    table = text[text.index("### Example: an entrance and two bookable rooms"):]
+    table = table[:table.index("\n## ")]
+    days = {"Tuesday": 8, "Saturday": 12, "Sunday": 13}  # December 2026
+    saturday = lambda h, m=0: datetime(2026, 12, 12, h, m, tzinfo=PARIS)  # noqa: E731
+    people = {
+        "Zoé": grant(bookings=(Booking("room-a", saturday(10), saturday(11)),)),
+        "Hugo": grant(Plan.SUBSCRIBER, (parse_window({"effect": "deny", "door": "room-b",
+                                                      "days": "sat,sun"}),)),
+        "Léa": grant(windows=(parse_window({"effect": "allow", "door": "room-b",
+                                            "days": "tue", "start": "18:00",
+                                            "end": "21:00"}),)),
+    }
+    rows = re.findall(r"^\| (\w+), `?([\w-]+)`?, (\w+) (\d\d):(\d\d)(, clock not synchronised)? "
+                      r"\| (granted|denied) \| `(\w+)`", table, re.M)
+    assert len(rows) == 11
+    for who, door, day, h, m, untrusted, result, reason in rows:
+        when = datetime(2026, 12, days[day], int(h), int(m), tzinfo=PARIS)
+        d = decide(people[who], now=when, clock_trusted=not untrusted, schedule=SCHEDULE,
+                   door=DOORS[door])
+        assert (("granted" if d.granted else "denied"), str(d.reason)) == (result, reason), \
+            (who, door, day, h, m)

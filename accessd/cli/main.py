@@ -99,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--operator", default=_operator(),
                    help="who does this (journalled; default $SUDO_USER, else $USER)")
     p.add_argument("--json", action="store_true", help="print the member as JSON")
-    _door_option(p, "the door whose journal records the enrolment, and whose readers "
-                    "--present listens on")
+    p.add_argument("--door", metavar="ID",
+                   help="a Pi with several [[doors]]: the door whose journal records the "
+                        "enrolment (default: the first door) and whose readers --present "
+                        "listens on (default: every reader)")
 
     p = add("revoke", "Revoke a member (all cards) or one card, for good.", c.cmd_revoke)
     target = p.add_mutually_exclusive_group(required=True)
