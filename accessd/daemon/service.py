@@ -290,16 +290,10 @@ class Daemon:
         """
         unit = self.unit(req.get("door"))
         assert unit.controller is not None
-        typed = str(req.get("operator") or "").strip()[:80]
-        if not typed:
-            raise ValueError("a manual release needs the operator's name")
+        operator, typed = _operator(req, peer, "a manual release")
         seconds = float(req.get("seconds") or unit.spec.lock.release_s)
         if seconds < 3 or seconds > 3600:
             raise ValueError("release time must be between 3 s and 1 hour")
-        operator, sudo_user = peer.user, req.get("sudo_user")
-        if (peer.uid in (0, os.geteuid()) and isinstance(sudo_user, str)
-                and sudo_user.strip()):
-            operator = sudo_user.strip()[:80]
         unit.controller.manual_release(operator, seconds, detail={
             "operator_typed": typed, "peer_user": peer.user, "peer_uid": peer.uid})
         return {"seconds": seconds, "operator": operator, "door": unit.spec.id}
@@ -314,14 +308,7 @@ class Daemon:
             hold = Hold(str(req.get("mode")))
         except ValueError:
             raise ValueError("mode: open, locked or auto") from None
-        operator = peer.user
-        sudo_user = req.get("sudo_user")
-        if (peer.uid in (0, os.geteuid()) and isinstance(sudo_user, str)
-                and sudo_user.strip()):
-            operator = sudo_user.strip()[:80]
-        typed = str(req.get("operator") or "").strip()[:80]
-        if not typed:
-            raise ValueError("a change of mode needs the operator's name")
+        operator, typed = _operator(req, peer, "a change of mode")
         state = unit.controller.set_hold(hold, f"{operator} ({typed})" if typed != operator
                                          else operator)
         self._store_hold(unit, hold)
@@ -538,6 +525,18 @@ class Daemon:
             if self._owns_factory and self.factory is not None:
                 self.factory.close()
                 self._owns_factory = False
+
+
+def _operator(req: dict[str, Any], peer: Peer, what: str) -> tuple[str, str]:
+    """(who, as the kernel says: the caller's account, or the person behind sudo when the
+    caller is the service user or root; the name the person typed)."""
+    typed = str(req.get("operator") or "").strip()[:80]
+    if not typed:
+        raise ValueError(f"{what} needs the operator's name")
+    operator, sudo_user = peer.user, req.get("sudo_user")
+    if peer.uid in (0, os.geteuid()) and isinstance(sudo_user, str) and sudo_user.strip():
+        operator = sudo_user.strip()[:80]
+    return operator, typed
 
 
 def _schedule_text(spec: DoorSpec) -> str | None:
