@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from accessd.schedule import Schedule
 from accessd.store.cards import CardStore
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
+from accessd.words import alarm_words
 
 log = logging.getLogger("accessd")
 TICK_S = 0.2
@@ -46,11 +48,26 @@ PURGE_EVERY_S = 3600.0
 SWITCH_INTERVAL_S = 0.0005  # a tap's thread gets the GIL within 0.5 ms, not 5 ms
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+class SiteTimeFormatter(logging.Formatter):
+    """Log times in the site's time zone with their offset (`2026-11-02 18:02:11,250
+    +01:00`): the console a host reads shows the door's time whatever the machine's zone, and
+    a program reading the log still knows the instant."""
+
+    def __init__(self, fmt: str, tz: tzinfo | None) -> None:
+        super().__init__(fmt)
+        self.tz = tz
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        when = datetime.fromtimestamp(record.created, self.tz).astimezone(self.tz)
+        offset = when.strftime("%z")
+        return f"{when:%Y-%m-%d %H:%M:%S},{int(record.msecs):03d} {offset[:3]}:{offset[3:]}"
+
+
+def setup_logging(level: str, tz: tzinfo | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SiteTimeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                                           tz))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def check_startup(cfg: Config) -> None:
@@ -79,7 +96,7 @@ class DoorUnit:
     controller: DoorController | None = None
     readers: list[Any] = field(default_factory=list)
     uplink: Any = None
-    sounding: bool = False
+    active: list[str] = field(default_factory=list)  # its alarms at the last tick
 
 
 class Daemon:
@@ -415,7 +432,8 @@ class Daemon:
             "site": self.cfg.site.id, "door": unit.spec.id, "version": __version__,
             "uptime_s": round(time.time() - self.started_at, 1),
             "readers": {r.name: {"online": bool(getattr(r, "online", False)),
-                                 "type": rc.type, "direction": rc.direction}
+                                 "type": rc.type, "direction": rc.direction,
+                                 **(r.health() if hasattr(r, "health") else {})}
                         for r, rc in zip(unit.readers, unit.spec.readers, strict=False)},
             "lock": {"state": "released" if relay.released else "locked",
                      "type": unit.spec.lock.type,
@@ -463,12 +481,16 @@ class Daemon:
         c.door_input(unit.monitor.tick, mono, lambda e: self._door_event(unit, e))
         c.flush()
         alarms = c.alarms()
-        if bool(alarms) != unit.sounding:
-            unit.sounding = bool(alarms)
-            unit.hardware.feedback.alarm(unit.sounding)
-            log.warning("alarm %s%s: %s", "on" if unit.sounding else "off",
-                        f" ({unit.spec.id})" if self.cfg.several_doors else "",
-                        ", ".join(alarms) or "cleared")
+        if bool(alarms) != bool(unit.active):
+            unit.hardware.feedback.alarm(bool(alarms))
+        where = f" (door {unit.spec.id})" if self.cfg.several_doors else ""
+        for alarm in alarms:
+            if alarm not in unit.active:
+                log.warning("alarm on%s: %s", where, alarm_words(alarm))
+        for alarm in unit.active:
+            if alarm not in alarms:
+                log.warning("alarm off%s: %s", where, alarm_words(alarm))
+        unit.active = alarms
 
     def _purge(self, unit: DoorUnit) -> None:
         """Retention in its own connection so that taps never wait behind the clean-up."""
@@ -549,7 +571,7 @@ def _schedule_text(spec: DoorSpec) -> str | None:
 
 def run(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; the exit status is what systemd sees."""
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, cfg.site.tz)
     check_startup(cfg)  # before anything is touched: a loose secret is a one-line error
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     # one daemon per storage folder: locked before the relay, the socket or the broker
