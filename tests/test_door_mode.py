@@ -239,3 +239,22 @@ def test_the_host_s_door_mode_through_the_daemon(tmp_path: Path):
     assert got == [("held_open", "host_open"), ("held_locked", "host_locked"),
                    ("held_locked", "host_locked"), ("locked", "host_auto")]
     assert not re.search("Traceback", d.text())
+
+
+def test_the_documented_three_door_pi_parses_as_the_docs_say():
+    """docs/configuration.md's [[doors]] example: an entrance unlocked on staffed hours after
+    the first in, two meeting rooms; the entrance keeps the single-door journal and key."""
+    from accessd.config import parse_config
+
+    text = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    section = text[text.index("## [[doors]]"):]
+    block = section[section.index("```toml") + 7:]
+    cfg = parse_config(block[:block.index("```")], base=Path("/etc/accessd"))
+    assert [d.id for d in cfg.doors] == ["entrance", "room-a", "room-b"]
+    entrance = cfg.doors[0]
+    assert entrance.journal_file.name == "journal.db" and entrance.door_key_file.name == \
+        "door.key"
+    assert entrance.unlock == UnlockConfig(("mon", "tue", "wed", "thu", "fri"), time(9),
+                                           time(12), first_in=True)
+    assert cfg.doors[1].journal_file.name == "journal-room-a.db"
+    assert len({d.pins.lock_relay for d in cfg.doors}) == 3
