@@ -654,7 +654,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         w.writeheader()
         w.writerows(rows)
     elif not rows:
-        print(f"no occasional visits or bookings at {args.site} in {args.month}")
+        print(f"no occasional visits at {args.site} in {args.month}")
     elif args.visits:
         flags = {"closing_time": "  (no exit: closed at closing time)",
                  NO_END: "  (no exit, entered after closing time: not billed)"}
@@ -667,9 +667,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             notes = [f"{n} {what}" for n, what in (
                 (r["visits_closed_at_closing_time"], "without exit"),
                 (r["visits_without_end"], "not billed: no end")) if n]
-            print(f"{r['member_name']:<30} {r['visits']:3} visits {r['hours']:7.2f} h  "
-                  f"booked {r['booked_hours']:7.2f} h  billed {r['billed_hours']:7.2f} h "
-                  f"({r['billing']})" + (f"  ({', '.join(notes)})" if notes else ""))
+            booked = (f"  booked {r['booked_hours']:7.2f} h  billed {r['billed_hours']:7.2f} h "
+                      f"({r['billing']})" if r["booked_hours"] or r["billing"] == "booked"
+                      else "")
+            print(f"{r['member_name']:<30} {r['visits']:3} visits {r['hours']:7.2f} h"
+                  + booked + (f"  ({', '.join(notes)})" if notes else ""))
     return 0
 
 
