@@ -623,10 +623,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         VISIT_COLUMNS,
         monthly_billing,
     )
+    from accessd.central.retention import frozen_lines
 
     store = _open(args)
     try:
         billing = monthly_billing(store, args.site, args.month)
+        frozen = frozen_lines(store, args.site, args.month)  # kept once the month is done
     finally:
         store.close()
     tz = billing.schedule.tz
@@ -648,7 +650,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                  "hours": round(v.hours, 2), "closed_by": v.closed_by} for v in shown]
         columns = VISIT_COLUMNS
     else:
-        rows, columns = billing.rows(), HOURS_COLUMNS
+        rows, columns = (frozen if frozen is not None else billing.rows()), HOURS_COLUMNS
     if args.csv:
         w = csv.DictWriter(sys.stdout, fieldnames=list(columns), lineterminator="\n")
         w.writeheader()
@@ -986,6 +988,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=positive_int, default=50,
                    help="at most this many (default 50)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    from accessd.central.officecli import register as register_office
+
+    register_office(add, _store_opt, _broker_opts)  # web, user, member, retention
     return central
 
 
