@@ -342,7 +342,26 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_member(args: argparse.Namespace) -> int:
+def add_member_edit(members: Any) -> None:
+    """`member set` and `member list` beside the office's `member export|erase`
+    (accessd.central.officecli): one member at a time, options from the member schema."""
+    m = members.add_parser("set", help="create or change a member (the fields given)",
+                           description="Create or change one member at the office: the "
+                                       "fields given change, the others stay. Its cards and "
+                                       "status change with the members file and `revoke`.")
+    _store_opt(m)
+    m.add_argument("--site", required=True, help="site id")
+    m.add_argument("--id", required=True, help="member id")
+    add_options(m, MEMBERS, MEMBER_OPTIONS)
+    m.add_argument("--json", action="store_true", help="print the member as JSON")
+    m = members.add_parser("list", help="the site's members",
+                           description="The site's members, every field the office keeps.")
+    _store_opt(m)
+    m.add_argument("--site", required=True, help="site id")
+    m.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def cmd_member_edit(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
         if args.member_command == "set":
@@ -835,23 +854,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="also send a delta from the previous version (faster for doors)")
     p.add_argument("--no-send", action="store_true",
                    help="record the signed version without publishing it")
-
-    p = add("member", cmd_member, "Add, change or list the office's members one at a time.")
-    members = p.add_subparsers(dest="member_command", metavar="ACTION", required=True)
-    m = members.add_parser("set", help="create or change a member (the fields given)",
-                           description="Create or change one member at the office: the "
-                                       "fields given change, the others stay. Its cards and "
-                                       "status change with the members file and `revoke`.")
-    _store_opt(m)
-    m.add_argument("--site", required=True, help="site id")
-    m.add_argument("--id", required=True, help="member id")
-    add_options(m, MEMBERS, MEMBER_OPTIONS)
-    m.add_argument("--json", action="store_true", help="print the member as JSON")
-    m = members.add_parser("list", help="the site's members",
-                           description="The site's members, every field the office keeps.")
-    _store_opt(m)
-    m.add_argument("--site", required=True, help="site id")
-    m.add_argument("--json", action="store_true", help="one JSON object per line")
 
     p = add("right", cmd_right, "Members' extra rights and restrictions: a door, weekdays, "
                                 "a time window, valid from/until.")

@@ -21,9 +21,10 @@ from typing import Any
 
 from accessd.errors import AccessdError, CardNumberError
 from accessd.readers.uid import normalise_uid
-from accessd.schema import MEMBERS, STATUSES, check_value, members_file_columns
+from accessd.schema import MEMBERS, PLANS, STATUSES, check_value, members_file_columns
 
 COLUMNS = members_file_columns()
+__all__ = ["COLUMNS", "PLANS", "STATUSES", "MembersFileError", "read_members"]
 MEMBER_FIELDS = tuple(f for f in MEMBERS.fields if f.csv and f.name != "id")
 FILE_DEFAULTS = {"status": "active"}  # a blank status is an active member
 

@@ -108,13 +108,14 @@ EVENT_COLUMNS = ("site", "door", "seq", "id", "ts", "type", "reader", "member_id
 MEMBER_COLUMNS = MEMBERS.names("office")
 CREDENTIAL_COLUMNS = CREDENTIALS.names("office")
 
-# an office upsert writes every office column; a row from a door only the door's columns
-# (what the office alone keeps, such as a member's e-mail, stays)
-UPSERT_MEMBER = upsert(MEMBERS, office=True)
-UPSERT_CREDENTIAL = upsert(CREDENTIALS, office=True, keep=("enrolled_at",))
-UPSERT_DOOR_MEMBER = upsert(MEMBERS, office=True, columns=MEMBERS.names("door"))
-UPSERT_DOOR_CREDENTIAL = upsert(CREDENTIALS, office=True, columns=CREDENTIALS.names("door"),
-                                keep=("enrolled_at",))
+# UPSERT_MEMBER / UPSERT_CREDENTIAL write a row's door columns (site, then
+# MEMBERS.names("door")): what the office alone keeps, such as a member's e-mail, stays.
+# UPSERT_OFFICE_MEMBER writes every office column (the members file, `member set`).
+UPSERT_MEMBER = upsert(MEMBERS, office=True, columns=MEMBERS.names("door"))
+UPSERT_CREDENTIAL = upsert(CREDENTIALS, office=True, columns=CREDENTIALS.names("door"),
+                           keep=("enrolled_at",))
+UPSERT_OFFICE_MEMBER = upsert(MEMBERS, office=True)
+UPSERT_DOOR_MEMBER, UPSERT_DOOR_CREDENTIAL = UPSERT_MEMBER, UPSERT_CREDENTIAL
 
 
 @dataclass(frozen=True)
@@ -638,7 +639,7 @@ class CentralStore(DoorRecords):
                              ((site, i) for i in gone_m))
             current = {r[0]: r[1:] for r in self.rows(
                 f"SELECT {', '.join(MEMBER_COLUMNS)} FROM members WHERE site = ?", (site,))}
-            self.executemany(UPSERT_MEMBER, (
+            self.executemany(UPSERT_OFFICE_MEMBER, (
                 (site, *(m.get(c) for c in MEMBER_COLUMNS[:-2]), "central",
                  _kept_stamp(current.get(m["id"]), m, MEMBER_COLUMNS, now))
                 for m in members))
@@ -698,7 +699,7 @@ class CentralStore(DoorRecords):
                     row["valid_until"] < row["valid_from"]:
                 raise ValueError("the validity ends before it starts")
             row["origin"], row["updated_at"] = "central", now
-            self.execute(UPSERT_MEMBER, (site, *(row.get(c) for c in MEMBER_COLUMNS)))
+            self.execute(UPSERT_OFFICE_MEMBER, (site, *(row.get(c) for c in MEMBER_COLUMNS)))
         return row
 
     def members(self, site: str) -> list[dict[str, Any]]:
