@@ -32,6 +32,7 @@ KEYS = (
     "decision_during_sync_ms", "outbox_drain_events_per_s", "central_ingest_events_per_s",
     "central_ingest_pg_events_per_s", "rss_mib", "startup_s", "unknown_flood_decision_ms",
     "secure_tap_cpu_ms", "web_page_ms", "web_page_pg_ms", "tap_to_browser_ms",
+    "decision_multi_us", "tap_to_release_multi_ms",
 )
 
 
@@ -53,6 +54,10 @@ DESCRIBE = {
     "web_page_ms": ("office web pages, 20 sites / ~2M events, SQLite", "p95 <= 300 ms"),
     "web_page_pg_ms": ("office web pages, 20 sites / ~2M events, PostgreSQL", "p95 <= 300 ms"),
     "tap_to_browser_ms": ("tap at a real door -> row shown in Chromium", "p99 <= 1000 ms"),
+    "decision_multi_us": ("decision_us with 20 doors, 5,000 windows, 1,000 bookings",
+                          "p99 <= 50 us"),
+    "tap_to_release_multi_ms": ("tap -> its door's relay on a Pi driving 4 doors",
+                                "p99 <= 2 ms"),
 }
 
 
@@ -82,7 +87,7 @@ QUICK = Plan(tap_samples=150, tap_warmup=20, decision_samples=5_000, flood_sampl
                   "sites_n": 3, "days": 60})
 
 
-GROUPS = ("tap", "decision", "flood", "startup", "rss", "network", "secure", "web")
+GROUPS = ("tap", "decision", "flood", "startup", "rss", "network", "secure", "web", "doors")
 
 
 def log(msg: str) -> None:
@@ -109,6 +114,11 @@ def _groups(plan: Plan, sites: SiteFactory) -> list[tuple[str, tuple[str, ...],
          lambda: [secure.bench_secure_tap(sites, samples=max(40, plan.tap_samples // 4),
                                           warmup=max(10, plan.tap_warmup // 4))]),
         ("web", web.KEYS, lambda: web.bench_all(sites, **plan.web)),
+        ("doors", ("decision_multi_us", "tap_to_release_multi_ms"),
+         lambda: [door.bench_decision_multi(sites, samples=plan.decision_samples,
+                                            warmup=max(500, plan.decision_samples // 20)),
+                  door.bench_tap_multi(sites, samples=max(100, plan.tap_samples // 2),
+                                       warmup=max(20, plan.tap_warmup // 2))]),
     ]
 
 

@@ -395,7 +395,8 @@ def test_billing_csv_is_what_central_report_prints(office, capsys) -> None:
                  "--csv"]) == 0
     assert empty == capsys.readouterr().out
     assert empty.strip() == ("site,month,member_id,member_name,visits,hours,"
-                             "visits_closed_at_closing_time,visits_without_end")
+                             "visits_closed_at_closing_time,visits_without_end,booked_hours,"
+                             "billing,billed_hours")
 
 
 def test_usage_targets_are_checked_beside_their_field(office) -> None:

@@ -147,6 +147,10 @@ def cmd_user(args: argparse.Namespace) -> int:
 def cmd_member(args: argparse.Namespace) -> int:
     from accessd.central import audit, privacy
 
+    if args.member_command in ("set", "list"):  # one member at a time (accessd.central.cli)
+        from accessd.central.cli import cmd_member_edit
+
+        return cmd_member_edit(args)
     store = _open(args)
     try:
         if args.member_command == "export":
@@ -281,9 +285,12 @@ def register(add: Add, store_opt: Callable[[argparse.ArgumentParser], None],
     store_opt(u)
     u.add_argument("name", help="user name")
 
-    p = add("member", cmd_member, "A member's rights: export everything held about them, or "
-                                  "erase them.")
+    p = add("member", cmd_member, "One member: add or change, list, export everything held "
+                                  "about them, or erase them.")
     acts = p.add_subparsers(dest="member_command", metavar="ACTION", required=True)
+    from accessd.central.cli import add_member_edit
+
+    add_member_edit(acts)
     m = acts.add_parser("export", help="everything the office holds about a member",
                         description="Everything the office holds about one member, as JSON "
                                     "or CSV (audited).")
