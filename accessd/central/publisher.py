@@ -55,7 +55,6 @@ def build(store: CentralStore, key: OfficeKey, site: str, *, delta: bool = False
     access = store.rooms.access_document(site)
     info = store.site(site) or {}
     schedule = info.get("schedule")
-    check_calendar({"schedule": schedule, "members": members})  # a typo is never signed
     version = store.latest_version(site) + 1
     snapshot = make_snapshot(key, site=site, version=version, members=members,
                              credentials=creds, schedule=schedule, stored_seq=stored,
