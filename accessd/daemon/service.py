@@ -8,7 +8,6 @@ that no code can catch is covered by the unit's ExecStopPost (accessd.door.lockd
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -31,9 +30,10 @@ from accessd.daemon.notify import sd_notify, watchdog_interval
 from accessd.daemon.storagelock import StorageLock
 from accessd.decision import Plan, Proof
 from accessd.errors import AccessdError
-from accessd.events import Event, EventType, event_from_dict, format_ts
+from accessd.events import Event, EventType, format_ts
 from accessd.guard import UnknownCardGuard
 from accessd.schedule import Schedule
+from accessd.store import spool
 from accessd.store.cards import CardStore
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
@@ -87,12 +87,14 @@ class Daemon:
         key = load_or_create_site_secret(cfg.site.secret_file)
         rules = RuleCache(cfg.storage.rules_db)
         journal = Journal(cfg.storage.journal_db, cfg.site.id, cfg.site.door)
+        clock = ClockTrust(cfg.clock.trust, cfg.clock.not_before)
+        spool.import_spools(journal, self.spool_folders(), clock.trusted)  # before any tap
         sec = cfg.security
         self.door_monitor = self.hardware.new_state_machine()
         self.secure = secure_cards(cfg, follow=True) if cfg.cards.enabled else None
         self.controller = c = DoorController(
             site=cfg.site.id, door=cfg.site.door, rules=rules, journal=journal,
-            hasher=CredentialHasher(key), clock=ClockTrust(cfg.clock.trust, cfg.clock.not_before),
+            hasher=CredentialHasher(key), clock=clock,
             schedule=config_schedule(cfg), lock=self.hardware.relay, release_s=cfg.lock.release_s,
             guard_factory=lambda: UnknownCardGuard(sec.unknown_card_limit,
                                                    sec.unknown_card_window_s, sec.lockout_s),
@@ -105,10 +107,10 @@ class Daemon:
         inputs.on_door_opened = lambda at: self._door(self.door_monitor.door_opened, at)
         inputs.on_door_closed = lambda at: self._door(self.door_monitor.door_closed, at)
         inputs.on_exit_request = lambda at: c.on_exit_request()
-        self._import_spools()
         c.record(c.event(EventType.DAEMON_STARTED, detail={
             "version": __version__, "lock": cfg.lock.type,
             "readers": [r.name for r in cfg.readers]}))
+        c.flush()  # ready once daemon.started is durable, as before the writer thread
 
         if cfg.mqtt.enabled:
             self._start_uplink()
@@ -132,26 +134,6 @@ class Daemon:
         if runtime:
             folders.append(Path(runtime.split(":")[0]) / "spool")
         return folders
-
-    def _import_spools(self) -> None:
-        """Journal events a previous run could only spool, oldest file first, then delete."""
-        c = self.controller
-        assert c is not None
-        files = sorted((p for d in self.spool_folders() if d.is_dir()
-                        for p in d.glob("spool-*.jsonl")), key=lambda p: p.name)
-        for path in files:
-            try:
-                events = [event_from_dict(json.loads(line))
-                          for line in path.read_text(encoding="utf-8").splitlines() if line]
-            except (OSError, ValueError, TypeError) as exc:
-                log.error("cannot read spooled events %s (kept for inspection): %s", path, exc)
-                continue
-            c.record(c.event(EventType.JOURNAL_UNAVAILABLE, reason="spooled_at_stop",
-                             detail={"spool": path.name, "events": len(events)}), *events)
-            if c.flush():
-                path.unlink()
-                log.warning("journalled %d events spooled by the previous run (%s)",
-                            len(events), path.name)
 
     def _start_uplink(self) -> None:
         try:
@@ -292,7 +274,6 @@ class Daemon:
         while not self.stopping.wait(TICK_S):
             mono = time.monotonic()
             c.door_input(self.door_monitor.tick, mono, self._door_event)
-            c.flush()
             alarms = c.alarms()
             if bool(alarms) != sounding:
                 sounding = bool(alarms)
@@ -337,12 +318,15 @@ class Daemon:
             if self.controller is not None:
                 self.hardware.relay.lock()
                 self.controller.record(self.controller.event(EventType.DAEMON_STOPPED))
+                # the writer drains (daemon.stopped is the last entry); what the journal
+                # refused goes to a spool file
                 self.controller.spool(self.spool_folders())
             if self.uplink is not None:
                 self.uplink.stop()
         finally:
             self.hardware.close()
             if self.controller is not None:
+                self.controller.close(0)  # no-op after a clean stop; else ends the writer
                 self.controller.rules.close()
                 self.controller.journal.close()
 
