@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_controller import ANA, OLI, rig, tap  # noqa: F401  (rig is a fixture)
+import test_controller
+from test_controller import ANA, OLI, tap
 
 from accessd.decision import Plan
 from accessd.errors import JournalFullError
@@ -26,6 +27,7 @@ from accessd.store.writer import JournalWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 MIA = "5566778899"
+rig = test_controller.rig  # the controller on real gpiozero devices and SQLite files
 
 
 class StallingJournal:
