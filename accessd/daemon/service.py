@@ -20,7 +20,6 @@ from typing import Any
 
 from accessd import __version__
 from accessd.cards.gate import CardGate
-from accessd.cards.host import refuse_enrolled, secure_cards
 from accessd.clock import ClockTrust
 from accessd.config import Config
 from accessd.credentials import CredentialHasher, check_secrets, load_or_create_site_secret
@@ -35,6 +34,7 @@ from accessd.guard import UnknownCardGuard
 from accessd.schedule import Schedule
 from accessd.store import spool
 from accessd.store.cards import CardStore
+from accessd.store.db import limit_page_cache
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
 
@@ -91,7 +91,11 @@ class Daemon:
         spool.import_spools(journal, self.spool_folders(), clock.trusted)  # before any tap
         sec = cfg.security
         self.door_monitor = self.hardware.new_state_machine()
-        self.secure = secure_cards(cfg, follow=True) if cfg.cards.enabled else None
+        self.secure = None
+        if cfg.cards.enabled:  # the authenticated cards' modules only where they are used
+            from accessd.cards.host import secure_cards
+
+            self.secure = secure_cards(cfg, follow=True)
         self.controller = c = DoorController(
             site=cfg.site.id, door=cfg.site.door, rules=rules, journal=journal,
             hasher=CredentialHasher(key), clock=clock,
@@ -207,6 +211,8 @@ class Daemon:
 
     def _control_card(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """Issue, re-key or wipe the next card on an NFC reader (accessd card ...)."""
+        from accessd.cards.host import refuse_enrolled
+
         assert self.controller is not None
         name = req.get("reader")
         readers = [r for r in self.readers if getattr(r, "secure", None) is not None
@@ -336,6 +342,7 @@ def run(cfg: Config) -> int:
     setup_logging(cfg.log_level)
     check_startup(cfg)  # before anything is touched: a loose secret is a one-line error
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    limit_page_cache()  # SQLite's page caches small: the Pi's memory (accessd/store/db.py)
     # one daemon per storage folder: locked before the relay, the socket or the broker
     with StorageLock(cfg.storage.dir):
         daemon = Daemon(cfg)
