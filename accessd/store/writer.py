@@ -184,16 +184,16 @@ class JournalWriter:
                 return
             groups, down_since = taken
             events = [e for group in groups for e in group]
-            batch = list(events)
-            if down_since is not None:
-                batch.insert(0, Event(
-                    type=EventType.JOURNAL_UNAVAILABLE, ts=self._wallclock(),
-                    reason="write_failed",
-                    detail={"down_since": format_ts(down_since),
-                            "events_held": len(events) + self._queued}))
             try:
+                batch = list(events)
+                if down_since is not None:
+                    batch.insert(0, Event(
+                        type=EventType.JOURNAL_UNAVAILABLE, ts=self._wallclock(),
+                        reason="write_failed",
+                        detail={"down_since": format_ts(down_since),
+                                "events_held": len(events) + self._queued}))
                 entries = self.journal.append_many(batch)
-            except Exception as exc:  # whatever it is, the events wait in memory
+            except Exception as exc:  # task boundary: whatever it is, the events wait
                 self._failed(groups, exc)
                 continue
             if down_since is not None:
