@@ -1,7 +1,7 @@
 """The `power_loss` fault scenario's checker can fail: a journal without fsync loses committed
 events under the same model that finds none lost with the product's `synchronous=FULL`, and
 each invariant catches a folder damaged on purpose. Then the durability bugs the model found in
-the product, strict xfail until fixed (docs/reliability.md, "Durability bugs it found").
+the product, now fixed (docs/reliability.md, "Durability bugs it found").
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def test_a_corrupt_page_is_caught(logged: tuple[LoggedRun, RuleSets]) -> None:
     shutil.rmtree(run.cut)
 
 
-# -- product durability bugs the power-loss model finds (xfail until fixed) ---------------------
+# -- product durability bugs the power-loss model found (fixed: accessd/store/spool.py) ---------
 STOP_WITH_HELD_EVENTS = """
 import sys
 from accessd.config import load_config
