@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -28,7 +29,7 @@ from accessd.credentials import (
     short,
 )
 from accessd.decision import Plan, Status
-from accessd.errors import AccessdError
+from accessd.errors import AccessdError, AmbiguousMember, MemberNotFound
 from accessd.events import Event, EventType
 from accessd.rights import Change
 from accessd.store.journal import Journal
@@ -87,6 +88,62 @@ def _refuse_root_on_service_files(storage: Path) -> None:
                            f"(sudo -u {name} accessd …, or the installed /usr/local/bin/accessd)")
 
 
+def folded(text: str) -> str:
+    """A name as compared: case, accents and spacing do not count ("Zoé  B" = "zoe b")."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+SHOWN_MATCHES = 8
+
+
+def find_member(rules: RuleCache, text: str) -> Member:
+    """The member a host means: an id, or a name (case- and accent-insensitive).
+
+    Tried in order, the first step that finds anyone decides: the id; the whole name; one
+    word of the name ("Martin"); the start of the name or of one of its words ("lou"), or of
+    the id. One match is the member; several raise AmbiguousMember listing them with their
+    ids (the host then types the id); none raises MemberNotFound.
+    """
+    wanted = folded(text)
+    if not wanted:
+        raise MemberNotFound("name a member: an id or a name")
+    try:
+        return rules.member(text.strip())
+    except MemberNotFound:
+        pass
+    # every member: SQLite's LIKE folds neither accents nor non-ASCII case
+    people = [(m, folded(m.name)) for m in rules.members()]
+    steps = (
+        lambda m, name: name == wanted,
+        lambda m, name: wanted in name.split(),
+        lambda m, name: name.startswith(wanted)
+        or any(w.startswith(wanted) for w in name.split())
+        or (len(wanted) >= 4 and m.id.casefold().startswith(wanted)),
+    )
+    for matches in steps:
+        found = list({m.id: m for m, name in people if matches(m, name)}.values())
+        if len(found) == 1:
+            return rules.member(found[0].id)
+        if found:
+            listed = ", ".join(f"{m.name} ({m.id}, {m.status})"
+                               for m in found[:SHOWN_MATCHES])
+            more = (f" and {len(found) - SHOWN_MATCHES} more ('accessd list --search')"
+                    if len(found) > SHOWN_MATCHES else "")
+            raise AmbiguousMember(f"{text.strip()!r} matches {len(found)} members: {listed}"
+                                  f"{more}; give the id", [(m.id, m.name) for m in found])
+    raise MemberNotFound(f"no member {text.strip()!r} (no id or name matches; 'accessd list' "
+                         "shows them)")
+
+
+def member_by_card(site: Site, uid: str) -> Member:
+    """The member holding the card `uid` (a normalised card number)."""
+    member = site.rules.find_by_credential(site.hasher(uid))
+    if member is None:
+        raise MemberNotFound("this card is not enrolled")
+    return member
+
+
 def _member_detail(member: Member) -> dict[str, Any]:
     d = member.to_dict()
     d.pop("credentials")
@@ -116,7 +173,8 @@ def set_status(site: Site, member_id: str, status: Status,
     """Suspend, resume or revoke a member (RevokedError out of `revoked`)."""
     member, verdict = site.rules.set_member_status(member_id, status)
     if verdict.change is Change.UNCHANGED:
-        return StatusChange(member, verdict.change, f"{member.id}: {verdict.why}")
+        return StatusChange(member, verdict.change,
+                            f"{member.name} ({member.id}) is already {member.status}")
     proposed = verdict.change is Change.PROPOSED
     row = _member_detail(member)
     row["status"] = str(status)  # what the host asks for, when only the office may grant it

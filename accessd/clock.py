@@ -45,6 +45,30 @@ def kernel_synchronised() -> bool | None:
     return state != _TIME_ERROR and not tx.status & _STA_UNSYNC
 
 
+def sync_source() -> str | None:
+    """What synchronised the clock, for a person: "NTP, systemd-timesyncd" or "NTP, kernel
+    (chrony/ntpd)"; None when nothing says it is synchronised."""
+    if TIMESYNCD_FLAG.exists():
+        return "NTP, systemd-timesyncd"
+    if kernel_synchronised():
+        return "NTP, kernel (chrony, ntpd or timesyncd)"
+    return None
+
+
+def trust_words(trust: str, trusted: bool) -> str:
+    """"trusted (NTP, systemd-timesyncd)", "not trusted: not synchronised", … for `status`."""
+    if trust == "always":
+        return "trusted (by configuration: [clock] trust = \"always\")"
+    if trust == "never":
+        return "not trusted (by configuration: [clock] trust = \"never\")"
+    source = sync_source()
+    if trusted:
+        return f"trusted ({source or 'synchronised'})"
+    if source:
+        return f"not trusted: synchronised ({source}) but earlier than [clock] not_before"
+    return "not trusted: not synchronised (occasional members are refused until it is)"
+
+
 class ClockTrust:
     """`trust` is "auto", "always" or "never" (from [clock] trust)."""
 

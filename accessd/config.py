@@ -136,8 +136,9 @@ class MqttConfig:
     homeassistant_show_names: bool = False  # member names in HA's recorder (docs/homeassistant.md)
     homeassistant_support_url: str = ""  # origin.support_url of the discovery configs
     client_id: str = ""  # default: accessd-<site>-<door>
-    outbox_window: int = 100  # events in flight before the central office acknowledges
+    outbox_window: int = 1000  # events in flight before the central office acknowledges
     ack_timeout_s: float = 15.0  # no acknowledgement for this long: send the window again
+    event_version: int = 3  # 3: events signed in batches; 2: one per message, for an old office
     reconnect_max_s: int = 60  # cap of the exponential reconnection back-off
     rules_max_bytes: int = 32 * 1024 * 1024  # larger rule documents are refused unparsed
 
@@ -417,13 +418,16 @@ def _parse(data: dict[str, Any], where: str, base: Path) -> Config:
         homeassistant_show_names=m.get("homeassistant_show_names", bool, False),
         homeassistant_support_url=m.get("homeassistant_support_url", str, ""),
         client_id=m.get("client_id", str, ""),
-        outbox_window=m.get("outbox_window", int, 100),
+        outbox_window=m.get("outbox_window", int, 1000),
         ack_timeout_s=m.positive("ack_timeout_s", 15.0),
+        event_version=m.get("event_version", int, 3),
         reconnect_max_s=m.get("reconnect_max_s", int, 60),
         rules_max_bytes=m.get("rules_max_bytes", int, 32 * 1024 * 1024),
     )
     if not 1 <= mqtt.outbox_window <= 10000:
         raise m.fail("outbox_window", f"must be 1..10000, got {mqtt.outbox_window}")
+    if mqtt.event_version not in (2, 3):
+        raise m.fail("event_version", f"must be 2 or 3, got {mqtt.event_version}")
     if not 1 <= mqtt.reconnect_max_s <= 3600:
         raise m.fail("reconnect_max_s", f"must be 1..3600, got {mqtt.reconnect_max_s}")
     if not 1024 <= mqtt.rules_max_bytes <= 256 * 1024 * 1024:

@@ -64,6 +64,18 @@ class MemberNotFound(AccessdError, LookupError):
     """No member or credential matches what was asked for."""
 
 
+class UnknownSite(AccessdError, LookupError):
+    """The office knows no site by that id (no site row, no door key, no stored event)."""
+
+
+class AmbiguousMember(MemberNotFound):
+    """A name matches several members: the message lists them with their ids."""
+
+    def __init__(self, message: str, matches: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.matches = matches  # (id, name) of each member it matches
+
+
 class DuplicateCredential(AccessdError, ValueError):
     """The card is already enrolled to a member."""
 

@@ -22,10 +22,12 @@ pessimistic compared with a door, a broker and a collector on separate machines.
   connected). The wait for the connection (back-off) is reported, not counted.
 - central_ingest_*: one load generator (the office's "central" login, allowed to write every
   door's topic) publishes valid event messages for 50 doors as fast as paho goes, QoS 1,
-  each signed beforehand by its door's key (registered in the store, as `accessd central
-  door add` does); the collector process checks every signature and stores them (batches, one
-  commit each, signed acknowledgements to doors).
-  Rate: events / (last batch committed - first batch committed).
+  signed beforehand by each door's key (registered in the store, as `accessd central door
+  add` does) as the door's uplink signs a backlog: up to 100 events a message (version 3);
+  the collector process checks every signature and stores them (batches, one commit each,
+  signed acknowledgements to doors). Rate: events / (last batch committed - first batch
+  committed). The note adds live taps (one event a message, 10,000 of them) and the collector
+  process's CPU per event for both.
 
 Doors trust the benchmark's office key (acknowledgements are signed with it) and their own
 door key is registered in the collector's store before the collector starts.
@@ -185,6 +187,7 @@ class CollectorProc:
         self.ready = threading.Event()
         self.stored = 0
         self.batches: list[tuple[float, int]] = []
+        self.cpu: list[float] = []  # the collector process's CPU seconds at each batch
         self.seq_t: dict[tuple[str, int], float] = {}
         self.arrived: dict[tuple[str, int], float] = {}
         self._cond = threading.Condition()
@@ -204,12 +207,13 @@ class CollectorProc:
                 with self._cond:
                     self.arrived.setdefault((door, int(seq)), float(parts[1]))
             elif parts[0] == "S":
-                t, new = float(parts[1]), int(parts[2])
+                t, new, cpu = float(parts[1]), int(parts[2]), float(parts[3])
                 with self._cond:
                     self.stored += new
                     self.batches.append((t, new))
-                    if len(parts) > 3:
-                        for item in parts[3].split(","):
+                    self.cpu.append(cpu)
+                    if len(parts) > 4:
+                        for item in parts[4].split(","):
                             door, seq = item.rsplit(":", 1)
                             self.seq_t.setdefault((door, int(seq)), t)
                     self._cond.notify_all()
@@ -330,9 +334,11 @@ def bench_event_to_central(sites: SiteFactory, work: Path, broker: Any, *, sampl
     published: dict[int, float] = {}
     real_send = uplink_service.Uplink._send
 
-    def send(self: Any, entry: Any, floor: Any) -> bool:
-        published.setdefault(entry.seq, time.perf_counter())
-        return real_send(self, entry, floor)
+    def send(self: Any, entries: Any) -> int:
+        t = time.perf_counter()
+        for entry, _floor in entries:
+            published.setdefault(entry.seq, t)
+        return real_send(self, entries)
 
     out = Samples(E2C_WAIT_S * 1000.0, warmup=warmup)
     # the legs of the path, each lost where the event did not reach it
@@ -596,19 +602,21 @@ def bench_outbox_drain(sites: SiteFactory, work: Path, broker: Any, *, events: i
 # -- central_ingest_events_per_s ---------------------------------------------------------------
 
 
-def _ingest_messages(doors: list[tuple[str, str]], per_door: int,
-                     store_url: str) -> list[tuple[str, bytes]]:
-    """Valid event messages, interleaved across doors, each door's numbers in order, each
-    signed by its door's key; the keys are registered in the store."""
+def _ingest_messages(doors: list[tuple[str, str]], count: int, store_url: str, *,
+                     per_message: int) -> list[tuple[str, bytes]]:
+    """`count` valid events per door in messages interleaved across doors, each door's
+    numbers in order, signed
+    by its door's key as its uplink signs them (`event_messages`): `per_message` events
+    at most in one message (1: live taps, each alone; the uplink's EVENTS_PER_MESSAGE: a
+    backlog). The keys are registered in the store."""
     from accessd.central.store import open_store
     from accessd.events import JournalEntry
-    from accessd.protocol.codec import encode
+    from accessd.protocol.delivery import event_messages
     from accessd.protocol.signing import DoorKey, public_line
     from accessd.protocol.topics import Topics
     from accessd.uplink.outbox import event_message
 
     keys = {door: DoorKey.generate() for door in doors}
-    journals = {door: uuid.uuid4().hex for door in doors}
     store = open_store(store_url)
     try:
         for (site, door), key in keys.items():
@@ -616,33 +624,34 @@ def _ingest_messages(doors: list[tuple[str, str]], per_door: int,
     finally:
         store.close()
     template = _events(1)[0]
+    bodies: dict[tuple[str, str], list[bytes]] = {}
+    for site, door in doors:
+        journal = uuid.uuid4().hex
+        payloads = [event_message(JournalEntry(seq, uuid.uuid4().hex, site, door, template),
+                                  journal) for seq in range(1, count + 1)]
+        bodies[(site, door)] = [raw for _n, raw in event_messages(
+            keys[(site, door)], payloads, max_events=per_message)]
     out = []
-    for seq in range(1, per_door + 1):
-        for site, door in doors:
-            entry = JournalEntry(seq, uuid.uuid4().hex, site, door, template)
-            body = keys[(site, door)].sign(event_message(entry, journals[(site, door)]))
-            out.append((Topics("accessd", site, door).event, encode(body)))
+    for i in range(max(len(m) for m in bodies.values())):
+        for (site, door), msgs in bodies.items():
+            if i < len(msgs):
+                out.append((Topics("accessd", site, door).event, msgs[i]))
     return out
 
 
-def bench_ingest(work: Path, broker: Any, doors: list[tuple[str, str]], store_url: str,
-                 key: str, *, events: int) -> Result:
-    """The backlog way: the collector's session (and its shared subscription) is created,
-    the collector stops, the doors' events are published and wait in the broker, then the
-    collector starts again and drains them as fast as it can: that is its sustainable rate,
-    without a load generator competing for this machine's 2 cores while it is measured."""
+def _drain(work: Path, broker: Any, store_url: str, client_id: str,
+           messages: list[tuple[str, bytes]], total: int) -> dict[str, Any]:
+    """The collector's session (and its shared subscription) is created, the collector
+    stops, the messages are published and wait in the broker, then the collector starts
+    again and drains them as fast as it can."""
     from accessd.protocol.transport import connect, new_client
 
-    per_door = max(1, events // len(doors))
-    messages = _ingest_messages(doors, per_door, store_url)
-    total = len(messages)
-    client_id = f"bench-collector-{key}"
     first = CollectorProc(broker, store_url, work, client_id=client_id)
     try:
         first.wait_ready()
     finally:
         first.stop()
-    gen = new_client(broker.settings("central"), f"bench-load-{key}", max_inflight=1000)
+    gen = new_client(broker.settings("central"), f"load-{client_id}", max_inflight=1000)
     connect(gen, broker.settings("central"), clean_start=True)
     try:
         deadline = time.monotonic() + 15
@@ -663,11 +672,11 @@ def bench_ingest(work: Path, broker: Any, doors: list[tuple[str, str]], store_ur
         t_spawn = time.perf_counter()
         collector.wait(lambda: collector.stored >= total, INGEST_WAIT_S)
         stored = collector.stored
-        batches = list(collector.batches)
+        batches, cpu = list(collector.batches), list(collector.cpu)
     finally:
         collector.stop()
-    what, target = WHAT[key]
     lost = max(0, total - stored)
+    cpu_us = None
     if lost or not batches:  # events not stored by the deadline count at it
         rate = total / INGEST_WAIT_S
     else:
@@ -676,13 +685,54 @@ def bench_ingest(work: Path, broker: Any, doors: list[tuple[str, str]], store_ur
         # from the first commit (the collector's start-up left out); one batch: from the spawn
         rate = ((total - first_n) / (last_t - first_t) if last_t > first_t
                 else total / (last_t - t_spawn))
+        if len(batches) > 1:  # the whole process: paho's thread, TLS, the collector's
+            cpu_us = (cpu[-1] - cpu[0]) / (total - first_n) * 1e6
     end = batches[-1][0] if batches else time.perf_counter()
-    return Result(key, what, measured(round(rate), samples=total, lost=lost,
+    return {"rate": rate, "lost": lost, "stored": stored, "batches": len(batches),
+            "cpu_us": cpu_us, "pub_rate": pub_rate, "elapsed": end - t_spawn,
+            "messages": len(messages)}
+
+
+def bench_ingest(work: Path, broker: Any, doors: list[tuple[str, str]], store_url: str,
+                 key: str, *, events: int) -> Result:
+    """The backlog way (`_drain`): its sustainable rate, without a load generator competing
+    for this machine's 2 cores while it is measured. The key: what doors send when the
+    office was away, their backlog in signed batches (version 3, up to the uplink's
+    EVENTS_PER_MESSAGE events a message); the note: the same for live taps, one event a
+    message (a quarter as many events), which costs the office one signature check each."""
+    from accessd.uplink.service import EVENTS_PER_MESSAGE
+
+    per_door = max(1, events // len(doors))
+    total = per_door * len(doors)
+    backlog = _drain(work, broker, store_url, f"bench-collector-{key}",
+                     _ingest_messages(doors, per_door, store_url,
+                                      per_message=EVENTS_PER_MESSAGE), total)
+    live_doors = [(site, f"{door}-live") for site, door in doors]
+    live_per_door = max(1, per_door // 4)
+    live_total = live_per_door * len(doors)
+    # the same session: a second client id would leave the first one's in the shared group,
+    # taking half of these into its queue
+    live = _drain(work, broker, store_url, f"bench-collector-{key}",
+                  _ingest_messages(live_doors, live_per_door, store_url, per_message=1),
+                  live_total)
+    what, target = WHAT[key]
+
+    def cpu(d: dict[str, Any]) -> str:
+        return f"{d['cpu_us']:.0f} us" if d["cpu_us"] is not None else "n/a"
+
+    rate = backlog["rate"]
+    return Result(key, what, measured(round(rate), samples=total, lost=backlog["lost"],
                                       timeout=INGEST_WAIT_S), target, rate >= 5000,
-                  note=(f"{stored} of {total} queued events of {len(doors)} doors drained in "
-                        f"{len(batches)} batches (mean {stored / max(1, len(batches)):.0f}/"
-                        f"batch); {end - t_spawn:.1f} s from the collector's start (its "
-                        f"start-up included); published beforehand at {pub_rate:.0f}/s"))
+                  note=(f"{backlog['stored']} of {total} queued events of {len(doors)} doors "
+                        f"in {backlog['messages']} signed batches, drained in "
+                        f"{backlog['batches']} collector batches; {backlog['elapsed']:.1f} s "
+                        f"from the collector's start (its start-up included); collector "
+                        f"process CPU {cpu(backlog)}/event; published beforehand at "
+                        f"{backlog['pub_rate']:.0f}/s. Live taps, one event a message: "
+                        f"{live['rate']:.0f}/s ({live['stored']} of {live_total}, "
+                        f"{live['lost']} lost), collector process CPU {cpu(live)}/event"),
+                  extra={f"{key}_live": measured(round(live["rate"]), samples=live_total,
+                                                 lost=live["lost"], timeout=INGEST_WAIT_S)})
 
 
 # -- all of them -------------------------------------------------------------------------------

@@ -140,11 +140,12 @@ def until(pred: Any, timeout: float = 10.0) -> bool:
 
 
 def log_time(line: str) -> datetime | None:
-    m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ", line)
+    """The instant of a daemon log line: site time with its offset (UTC without one)."""
+    m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})(?: ([+-]\d\d:\d\d))? ", line)
     if not m:
         return None
-    return datetime.strptime(f"{m.group(1)}.{m.group(2)}", "%Y-%m-%d %H:%M:%S.%f").replace(
-        tzinfo=UTC)
+    return datetime.fromisoformat(f"{m.group(1)}.{m.group(2)}{m.group(3) or '+00:00'}"
+                                  ).astimezone(UTC)
 
 
 class Daemon:

@@ -90,8 +90,8 @@ def test_tap_pulses_lock_and_journals_then_survives_sigkill(config: Path, tmp_pa
         assert d.status()["lock"] == {"state": "released", "type": "fail-secure",
                                       "relay_pin": "high"}
         d.wait_for(r"lock LOCKED", timeout=10)
-        released = re.search(r"(\d\d:\d\d:\d\d,\d+) INFO +accessd: lock RELEASED", d.text())
-        locked = re.search(r"(\d\d:\d\d:\d\d,\d+) INFO +accessd: lock LOCKED", d.text())
+        released = re.search(r"(\d\d:\d\d:\d\d,\d+) \S+ INFO +accessd: lock RELEASED", d.text())
+        locked = re.search(r"(\d\d:\d\d:\d\d,\d+) \S+ INFO +accessd: lock LOCKED", d.text())
         assert released and locked
 
         def secs(m: re.Match[str]) -> float:
@@ -166,7 +166,7 @@ def test_cli_errors_are_one_line(config: Path, tmp_path: Path) -> None:
     assert r.returncode == 1 and r.stderr.count("\n") == 1
     assert "the daemon is not running" in r.stderr
     r = cli(config, "enroll", "--name", "X", "--plan", "subscriber", "--card", "zz")
-    assert r.returncode == 1 and r.stderr.startswith("accessd: error:")
+    assert r.returncode == 2 and r.stderr.startswith("accessd: error:")  # a usage mistake
     r = cli(config, "suspend", "nobody")
     assert r.returncode == 1 and "no member 'nobody'" in r.stderr
     r = cli(config, "enroll", "--name", "Y", "--plan", "subscriber", "--card", ANA)

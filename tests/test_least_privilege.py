@@ -3,6 +3,7 @@ fixed commands through the sudo wrapper, and an isolated child for large rule do
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -273,6 +274,10 @@ def test_the_wrapper_refuses_anything_beyond_the_host_commands(args):
     ["open", "--operator", "Claire", "--seconds", "5"],
     ["suspend", "m-1"], ["resume", "m-1"], ["revoke", "--credential", "ab12"],
     ["show", "m-1", "--json"], ["status", "--json"], ["status", "--help"],
+    ["suspend", "--card", "0A1B2C3D4E"], ["resume", "bob"], ["why", "louis"], ["why"],
+    ["why", "04A22B1C", "--json"], ["doctor"], ["doctor", "--json"],
+    ["enroll", "--name", "Old", "--plan", "subscriber", "--no-card", "--until=2020-01-31",
+     "--force"],
 ])
 def test_the_wrapper_passes_the_host_commands_unchanged(args):
     from accessd.cli.host import filter_args
@@ -342,3 +347,15 @@ def test_the_host_prints_the_door_key_but_cannot_roll_it():
     assert filter_args(["door-key"], build_parser()) == ["door-key"]
     with pytest.raises(HostCommandRefused, match="--new"):
         filter_args(["door-key", "--new"], build_parser())
+
+
+def test_the_host_asks_why_and_runs_the_doctor_through_the_wrapper(tmp_path):
+    config = write_config(tmp_path)
+    assert host(config, "enroll", "--name", "Bea Martin", "--plan", "subscriber", "--card",
+                "0A1B2C3D4E").returncode == 0
+    r = host(config, "why", "bea")
+    assert r.returncode == 0 and r.stdout.startswith("Bea Martin (")
+    r = host(config, "doctor", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["checks"][0]["status"] == "ok"
+    r = host(config, "doctor", "--config", str(tmp_path / "other.toml"))
+    assert r.returncode == 2 and "--config" in r.stderr

@@ -67,6 +67,7 @@ def test_shipped_config_with_generated_credentials(tmp_path: Path):
             sock = c.socket()
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         assert "\nset_tcp_nodelay true\n" in conf
+        _largest_snapshot_passes_and_a_larger_packet_is_refused(central, door)
         assert (out / "doors/front/mqtt.pw").stat().st_mode & 0o077 == 0
         assert (out / "doors/front/site.key").read_text() == \
             (out / "doors/back/site.key").read_text()
@@ -76,6 +77,33 @@ def test_shipped_config_with_generated_credentials(tmp_path: Path):
             c.loop_stop()
         proc.terminate()
         proc.wait(10)
+    said = proc.stderr.read().decode() + (tmp_path / "mosquitto.log").read_text()
+    settings = [line.split()[0] for line in conf.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert "max_packet_size" in settings and "message_size_limit" not in settings
+    assert "recommended to replace" not in said, said  # nothing deprecated in the config
+
+
+def _largest_snapshot_passes_and_a_larger_packet_is_refused(central, door) -> None:
+    """`max_packet_size` admits a rule snapshot of the doors' rules_max_bytes (32 MiB) with
+    its topic and headers, and refuses a larger packet (its sender is disconnected)."""
+    from accessd.config import MqttConfig
+
+    limit = MqttConfig().rules_max_bytes
+    got: list[int] = []
+    subscribed = threading.Event()
+    door.on_message = lambda _c, _u, m: got.append(len(m.payload))
+    door.on_subscribe = lambda *_: subscribed.set()
+    door.subscribe("accessd/morez/rules/snapshot", qos=1)
+    assert subscribed.wait(10), "no SUBACK from the broker"
+    central.publish("accessd/morez/rules/snapshot", b"x" * limit, qos=1).wait_for_publish(30)
+    wait_for(lambda: got, timeout=30, message="the 32 MiB snapshot at the door")
+    assert got == [limit]
+    dropped = threading.Event()
+    central.on_disconnect = lambda *_: dropped.set()
+    central.publish("accessd/morez/rules/snapshot", b"x" * 33619968, qos=1)
+    assert dropped.wait(30), "the broker kept a client that sent a packet over the limit"
+    assert got == [limit]
 
 
 def test_no_delay_sets_tcp_nodelay_and_tolerates_sockets_without_tcp():

@@ -195,7 +195,7 @@ def test_a_faulty_row_is_named_by_its_index_and_field():
 
 
 def test_depth_counts_containers_only():
-    from accessd.protocol.codec import _depth
+    from accessd.protocol.codec import depth as _depth
 
     assert [_depth(x) for x in (1, "s", None, [], {}, [1, [2]], {"a": [{"b": 1}]})] == \
         [0, 0, 0, 1, 1, 2, 3]
@@ -219,11 +219,17 @@ _ODD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.floats(
 def test_fast_event_check_is_never_more_lenient_than_the_schema(changes, dropped):
     from accessd.protocol.codec import _event_ok
 
-    doc = {**_SAMPLE_EVENT, **changes}
+    _never_more_lenient(_event_ok, "event", _SAMPLE_EVENT, changes, dropped)
+
+
+def _never_more_lenient(fast, name: str, sample: dict, changes: dict, dropped: set) -> None:
+    """`sample` changed and with keys dropped: if the fast check takes it, so does the
+    schema (by jsonschema, strict integers)."""
+    doc = {**sample, **changes}
     for key in dropped:
         doc.pop(key, None)
-    if _event_ok(doc):
-        assert not list(strict_validator(schema("event")).iter_errors(doc)), doc
+    if fast(doc):
+        assert not list(strict_validator(schema(name)).iter_errors(doc)), doc
 
 
 def test_fast_event_check_accepts_what_the_door_sends():
@@ -234,9 +240,48 @@ def test_fast_event_check_accepts_what_the_door_sends():
     assert _event_ok(_SAMPLE_EVENT)
 
 
+_SAMPLE_ACK = {"v": 2, "site": "s1", "door": "d1", "journal": "0" * 32, "acked": 29,
+               "resend": [30, 31], "rebase": {"after": 40, "journal": "1" * 32}}
+_ACK_ODD = st.one_of(_ODD_VALUES, st.lists(st.integers(-1, 3), max_size=3),
+                     st.just([1.0, 2]), st.just([True, 2]),
+                     st.dictionaries(st.sampled_from(["after", "journal", "x"]),
+                                     st.one_of(st.integers(-1, 3), st.just("1" * 32),
+                                               st.just(4.0)), max_size=3))
+
+
+@given(st.dictionaries(st.sampled_from([*_SAMPLE_ACK, "extra"]), _ACK_ODD, max_size=5),
+       st.sets(st.sampled_from(list(_SAMPLE_ACK)), max_size=4))
+def test_fast_ack_check_is_never_more_lenient_than_the_schema(changes, dropped):
+    from accessd.protocol.codec import _ack_ok
+
+    _never_more_lenient(_ack_ok, "ack", _SAMPLE_ACK, changes, dropped)
+
+
+_SAMPLE_SIGNED_EVENTS = {"v": 3, "events": "{}", "sig": "A" * 86 + "==", "key_id": "0" * 16}
+
+
+@given(st.dictionaries(st.sampled_from([*_SAMPLE_SIGNED_EVENTS, "extra"]),
+                       st.one_of(_ODD_VALUES, st.just("A" * 86 + "=="), st.just("0" * 16),
+                                 st.just(3.0)), max_size=4),
+       st.sets(st.sampled_from(list(_SAMPLE_SIGNED_EVENTS)), max_size=2))
+def test_fast_signed_events_check_is_never_more_lenient_than_the_schema(changes, dropped):
+    from accessd.protocol.codec import _signed_events_ok
+
+    _never_more_lenient(_signed_events_ok, "signed_events", _SAMPLE_SIGNED_EVENTS, changes,
+                        dropped)
+
+
+def test_fast_ack_and_envelope_checks_accept_what_is_sent():
+    from accessd.protocol.codec import _ack_ok, _signed_events_ok
+
+    assert _ack_ok(_SAMPLE_ACK) and _signed_events_ok(_SAMPLE_SIGNED_EVENTS)
+    for key in ("resend", "rebase"):
+        assert _ack_ok({k: v for k, v in _SAMPLE_ACK.items() if k != key})
+    assert not _ack_ok({k: v for k, v in _SAMPLE_ACK.items()
+                        if k not in ("acked", "resend", "rebase")})  # says nothing
+
+
 # -- the door's documents: hand-written checkers first, jsonschema only to refuse -----------
-_SAMPLE_ACK = {"v": 2, "site": "s1", "door": "d1", "journal": "a" * 32, "acked": 5,
-               "resend": [2, 3], "rebase": {"after": 4, "journal": "b" * 32}}
 _SAMPLE_COMMAND = {"v": 1, "id": "abcdefgh12", "type": "release", "site": "s1", "door": "d1",
                    "issued_at": "2026-11-27T07:00:00.000Z",
                    "expires_at": "2026-11-27T07:01:00+01:00", "operator": "Claire",
@@ -259,21 +304,17 @@ _DOC_VALUES = st.one_of(
                               st.sampled_from(["b" * 32, "09:00", "UTC"])), max_size=5))
 
 
-@pytest.mark.parametrize(("name", "sample"), [("ack", _SAMPLE_ACK),
-                                              ("command", _SAMPLE_COMMAND),
+@pytest.mark.parametrize(("name", "sample"), [("command", _SAMPLE_COMMAND),
                                               ("rules", _SAMPLE_RULES)])
 @given(data=st.data())
-def test_fast_checks_are_never_more_lenient_than_the_schema(name, sample, data):
+def test_fast_command_and_rules_checks_are_never_more_lenient_than_the_schema(name, sample,
+                                                                              data):
     from accessd.protocol.codec import _FAST
 
     changes = data.draw(st.dictionaries(st.sampled_from([*sample, "extra"]), _DOC_VALUES,
                                         max_size=4))
     dropped = data.draw(st.sets(st.sampled_from(list(sample)), max_size=3))
-    doc = {**sample, **changes}
-    for key in dropped:
-        doc.pop(key, None)
-    if _FAST[name](doc):
-        assert not list(strict_validator(schema(name)).iter_errors(doc)), doc
+    _never_more_lenient(_FAST[name], name, sample, changes, dropped)
 
 
 @pytest.mark.parametrize("schedule_change", [

@@ -36,6 +36,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "rules_request": [{"v": 1, "site": "s1", "door": "d1", "have_version": 6,
                        "reason": "version_gap"}],
     "signed": [{"payload": {}, "sig": "A" * 86 + "==", "key_id": "0" * 16}],
+    "signed_events": [{"v": 3, "events": "{}", "sig": "A" * 86 + "==", "key_id": "0" * 16}],
 }
 
 

@@ -164,11 +164,12 @@ def test_a_hole_in_the_sequence_is_asked_for_again(tmp_path: Path, broker: Broke
         outbox = rig.uplink.outbox
         real_send, dropped = outbox.send, []
 
-        def lossy(entry, floor):  # the network loses seq 3 once
-            if entry.seq == 3 and not dropped:
-                dropped.append(entry.seq)
-                return True
-            return real_send(entry, floor)
+        def lossy(entries):  # the network loses seq 3 once (the rest of its batch arrives)
+            kept = [item for item in entries if item[0].seq != 3 or dropped]
+            if len(kept) < len(entries):
+                dropped.append(3)
+                return len(entries) if real_send(kept) == len(kept) else 0
+            return real_send(entries)
 
         outbox.send = lossy
         rig.produce(10)

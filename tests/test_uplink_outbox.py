@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from accessd.events import Event, EventType
+from accessd.events import Event, EventType, JournalEntry
+from accessd.protocol.codec import EVENT_VERSION
 from accessd.store.journal import Journal
-from accessd.uplink.outbox import Outbox
+from accessd.uplink.outbox import Outbox, event_message
 
 
 class Link:
@@ -17,11 +21,13 @@ class Link:
         self.floors: list[int | None] = []
         self.up = True
 
-    def __call__(self, entry, floor) -> bool:
-        if self.up:
+    def __call__(self, entries) -> int:
+        if not self.up:
+            return 0
+        for entry, floor in entries:
             self.sent.append(entry.seq)
             self.floors.append(floor)
-        return self.up
+        return len(entries)
 
 
 @pytest.fixture
@@ -97,3 +103,64 @@ def test_the_link_dropping_mid_window_stops_sending(journal):
     box.on_connected()
     link.up = False
     assert box.pump() == 0 and box.sent_upto == 0
+
+
+@given(st.builds(
+    Event, type=st.sampled_from(list(EventType)),
+    ts=st.datetimes(timezones=st.just(UTC)),
+    reader=st.none() | st.text(max_size=5), member_id=st.none() | st.text(max_size=5),
+    member_name=st.none() | st.text(max_size=5), plan=st.sampled_from([None, "subscriber"]),
+    result=st.sampled_from([None, "granted", "denied"]), reason=st.none() | st.text(max_size=5),
+    credential=st.none() | st.text(max_size=5), clock_trusted=st.booleans(),
+    detail=st.dictionaries(st.text(max_size=3), st.integers() | st.lists(st.integers()),
+                           max_size=3)),
+       st.none() | st.integers(1, 9))
+def test_the_wire_payload_is_the_entry_s_dict(event, floor):
+    entry = JournalEntry(7, "id-7", "s1", "d1", event)
+    expected = {"v": EVENT_VERSION, **entry.to_dict(), "journal": "ab" * 16}
+    if floor is not None:
+        expected["floor"] = floor
+    assert event_message(entry, "ab" * 16, floor) == expected
+
+
+def test_no_acknowledgement_is_said_once_per_outage(journal, caplog):
+    """The demo without an office: one WARNING, then the resends quietly, and a word when the
+    office is back; the next outage is said again."""
+    import logging
+
+    now = [0.0]
+    box = Outbox(journal, Link(), window=100, ack_timeout_s=5, max_timeout_s=40,
+                 clock=lambda: now[0])
+    box.on_connected()
+    caplog.set_level(logging.DEBUG, logger="accessd.uplink.outbox")
+    for _ in range(8):  # well over an hour of outage in scaled time
+        box.pump()
+        now[0] += box.timeout
+        assert box.tick()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "25 events wait in the journal" in warnings[0].getMessage()
+    assert sum("sending again" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.DEBUG) == 7
+    box.on_ack(25)
+    assert any("acknowledges again" in r.getMessage() and r.levelno == logging.INFO
+               for r in caplog.records)
+    journal.append(Event(EventType.ACCESS_GRANTED))
+    box.pump()
+    now[0] += box.timeout
+    assert box.tick()
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 2
+
+
+def test_without_an_office_key_the_resends_stay_quiet(journal, caplog):
+    import logging
+
+    now = [0.0]
+    box = Outbox(journal, Link(), window=100, ack_timeout_s=5, clock=lambda: now[0])
+    box.expect_no_acks()  # the uplink said once why no acknowledgement can come
+    box.on_connected()
+    caplog.set_level(logging.INFO, logger="accessd.uplink.outbox")
+    for _ in range(4):
+        box.pump()
+        now[0] += box.timeout
+        assert box.tick()
+    assert not caplog.records

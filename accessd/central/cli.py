@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from accessd.cli.main import Parser, UsageError, error, positive_int
 from accessd.errors import AccessdError
 
 DEFAULT_STORE = "accessd-central.db"
@@ -415,39 +416,59 @@ def cmd_command(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from accessd.central.report import monthly_hours, monthly_visits
+    from accessd.central.report import (
+        HOURS_COLUMNS,
+        IN_PROGRESS,
+        NO_END,
+        VISIT_COLUMNS,
+        monthly_billing,
+    )
 
     store = _open(args)
     try:
-        if args.visits:
-            rows = [{"member_id": v.member_id, "member_name": v.member_name, "door": v.door,
-                     "entered_at": v.start.isoformat(timespec="minutes"),
-                     "left_at": v.end.isoformat(timespec="minutes"),
-                     "hours": round(v.hours, 2), "closed_by": v.closed_by}
-                    for v in monthly_visits(store, args.site, args.month)]
-        else:
-            rows = monthly_hours(store, args.site, args.month)
-    except ValueError as exc:
-        raise CentralError(f"--month: expected YYYY-MM ({exc})") from None
+        billing = monthly_billing(store, args.site, args.month)
     finally:
         store.close()
+    tz = billing.schedule.tz
+    for warning in billing.warnings:
+        print(f"accessd: warning: {warning}", file=sys.stderr)
+    waiting = billing.in_progress
+    if waiting:
+        ends = ", ".join(sorted({v.end.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+                                 for v in waiting}))
+        print(f"accessd: note: {len(waiting)} visit{'s' if len(waiting) > 1 else ''} in "
+              f"progress, billed once closed (at {ends} unless an exit comes first)",
+              file=sys.stderr)
+    if args.visits:
+        shown = [v for v in billing.visits if v.closed_by != IN_PROGRESS]
+        rows = [{"member_id": v.member_id, "member_name": v.member_name, "door": v.door,
+                 "entered_at": v.start.astimezone(tz).isoformat(timespec="minutes"),
+                 "left_at": (v.end.astimezone(tz).isoformat(timespec="minutes")
+                             if v.closed_by != NO_END else ""),
+                 "hours": round(v.hours, 2), "closed_by": v.closed_by} for v in shown]
+        columns = VISIT_COLUMNS
+    else:
+        rows, columns = billing.rows(), HOURS_COLUMNS
     if args.csv:
-        fields = list(rows[0]) if rows else ["member_id", "member_name", "visits", "hours"]
-        w = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+        w = csv.DictWriter(sys.stdout, fieldnames=list(columns), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
     elif not rows:
         print(f"no occasional visits at {args.site} in {args.month}")
+    elif args.visits:
+        flags = {"closing_time": "  (no exit: closed at closing time)",
+                 NO_END: "  (no exit, entered after closing time: not billed)"}
+        for v in shown:
+            left = v.end.astimezone(tz).strftime("%H:%M %Z") if v.closed_by != NO_END else "?"
+            print(f"{v.start.astimezone(tz):%Y-%m-%d %H:%M %Z} → {left}  {v.hours:5.2f} h  "
+                  f"{v.member_name}{flags.get(v.closed_by, '')}")
     else:
         for r in rows:
-            if args.visits:
-                flag = "  (no exit: closed at closing time)" if r["closed_by"] != "exit" else ""
-                print(f"{r['entered_at']} → {r['left_at'][11:]}  {r['hours']:5.2f} h  "
-                      f"{r['member_name']}{flag}")
-            else:
-                guessed = r["visits_closed_at_closing_time"]
-                print(f"{r['member_name']:<30} {r['visits']:3} visits {r['hours']:7.2f} h"
-                      + (f"  ({guessed} without exit)" if guessed else ""))
+            notes = [f"{n} {what}" for n, what in (
+                (r["visits_closed_at_closing_time"], "without exit"),
+                (r["visits_without_end"], "not billed: no end")) if n]
+            print(f"{r['member_name']:<30} {r['visits']:3} visits {r['hours']:7.2f} h"
+                  + (f"  ({', '.join(notes)})" if notes else ""))
     return 0
 
 
@@ -468,7 +489,7 @@ def cmd_entries(args: argparse.Namespace) -> int:
     from accessd.events import parse_ts
 
     for r in rows:
-        local = parse_ts(r["ts"]).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+        local = parse_ts(r["ts"]).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
         who = r["member_name"] or r["member_id"] or f"card {r['credential'] or '?'}"
         print(f"{local}  {r['door']:<10} {r['result'] or '':<8} {r['reason'] or '':<22} {who}")
     return 0
@@ -644,25 +665,27 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--site", required=True, help="site id")
     p.add_argument("--since", help="24h, 7d, 30m or an ISO date/time")
     p.add_argument("--door", help="only this door")
-    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument("--limit", type=positive_int, default=50,
+                   help="at most this many (default 50)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     return central
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="accessd", description="accessd central office")
+    parser = Parser(prog="accessd", description="accessd central office")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `accessd central ...` alone (argv without the leading 'accessd')."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)
+    except UsageError as exc:
+        return error(exc, 2)
     except (AccessdError, ValueError) as exc:
-        print(f"accessd: error: {exc}", file=sys.stderr)
-        return 1
+        return error(exc)
     except KeyboardInterrupt:
         return 130
 

@@ -2,7 +2,8 @@
 
 Subscribes to all doors through an MQTT 5 shared subscription with a persistent session, so
 several collectors share the load and messages wait at the broker while one is down. An event
-is stored only if a key registered for its door signed it (`door_keys`); anything else is
+is stored only if a key registered for its door signed it (`door_keys`; one check for a
+door's signed batch, version 3, whose lines are then checked one by one); anything else is
 refused with an alarm naming the door. Each batch is committed before anything is
 acknowledged, to the broker (manual PUBACK) or to the door (its `ack` topic, signed with the
 office's key, with the contiguous mark recomputed from the store).
@@ -27,8 +28,8 @@ import paho.mqtt.client as mqtt
 from accessd.central.store import CentralStore
 from accessd.central.verify import SignatureChecker
 from accessd.errors import ProtocolError, StoreError
-from accessd.protocol.codec import EVENT_MAX_BYTES, decode, encode, validate
-from accessd.protocol.delivery import DoorKeys, check_event, make_ack, signed_bytes
+from accessd.protocol.codec import decode, encode, validate
+from accessd.protocol.delivery import DoorKeys, Opened, events_in, make_ack, open_message
 from accessd.protocol.signing import OfficeKey, parse_public_line, reason_of
 from accessd.protocol.topics import (
     COLLECTOR_GROUP,
@@ -45,14 +46,16 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600  # messages wait a week for a collector that is down
 STATUS_MAX_BYTES = 16 * 1024
 SIGNATURE_REASONS = ("unsigned", "unknown_key", "wrong_door", "bad_signature")
+BATCH_BYTES = 1024 * 1024  # a batch stops at `batch` messages or this many bytes of them
 
 
 @dataclass
 class CollectorStats:
-    received: int = 0
+    received: int = 0  # event messages (a version 3 message may carry many events)
     stored: int = 0
     duplicates: int = 0
-    invalid: int = 0  # refused: unsigned, unregistered key, bad signature, bad schema...
+    invalid: int = 0  # refused: unsigned, unregistered key, bad signature, bad schema... (a
+    # message refused whole counts once; each refused line of a signed batch counts)
     conflicts: int = 0
     rebases: int = 0
     acks: int = 0
@@ -183,13 +186,15 @@ class Collector:
                 except queue.Empty:
                     self._check_gaps()
                     continue
-                while len(pending) < self.batch:
+                size = len(pending[0].payload)
+                while len(pending) < self.batch and size < BATCH_BYTES:
                     try:
                         pending.append(self._inbox.get_nowait())
                     except queue.Empty:
                         break
+                    size += len(pending[-1].payload)
             try:
-                self._handle(pending)
+                self.handle(pending)
                 pending = []
             except StoreError as exc:
                 self.stats.last_error = str(exc)
@@ -200,10 +205,14 @@ class Collector:
                 self._stopping.wait(2.0)
             self._check_gaps()
 
-    def _handle(self, messages: list[mqtt.MQTTMessage]) -> None:
+    def handle(self, messages: list[mqtt.MQTTMessage]) -> None:
+        """One batch of messages, as the worker takes them from the inbox: events checked,
+        stored in one transaction and acknowledged, then the broker's copies released
+        (`client.ack`), then rule requests and statuses. Public for benchmarks/collector_cpu.py,
+        which feeds it without a broker."""
         requests, statuses = [], []
         refused: dict[tuple[str, str, str], list[str]] = {}
-        signed: list[tuple[str, str, dict[str, Any], bytes]] = []
+        opened: list[tuple[str, str, Opened]] = []
         keys, rechecked = self.door_keys(), False
 
         def refuse(site: str, door: str, exc: ProtocolError) -> None:
@@ -225,28 +234,31 @@ class Collector:
                 continue
             self.stats.received += 1
             try:
-                envelope = decode(msg.payload, max_bytes=EVENT_MAX_BYTES)
                 try:
-                    public = keys.key_for(envelope, site, door)
+                    opened.append((site, door, open_message(msg.payload, keys, site=site,
+                                                            door=door)))
                 except ProtocolError as exc:
                     if rechecked or reason_of(exc) not in ("unknown_key", "wrong_door"):
                         raise
                     keys, rechecked = self.door_keys(refresh=True), True  # just registered?
-                    public = keys.key_for(envelope, site, door)
+                    opened.append((site, door, open_message(msg.payload, keys, site=site,
+                                                            door=door)))
             except ProtocolError as exc:
                 refuse(site, door, exc)
-                continue
-            signed.append((site, door, envelope, public))
-        # every signature of the batch at once, spread over the workers
-        verdicts = self.checker.check([(public, *signed_bytes(envelope))
-                                       for _s, _d, envelope, public in signed])
+        # every signature of the batch at once (one per message), spread over the workers
+        verdicts = self.checker.check([(o.public, o.sig, o.signed) for _s, _d, o in opened])
         events: list[dict[str, Any]] = []
-        for (site, door, envelope, _public), holds in zip(signed, verdicts, strict=True):
+        for (site, door, o), holds in zip(opened, verdicts, strict=True):
+            if not holds:
+                refuse(site, door, ProtocolError("bad_signature: the signature does not match"))
+                continue
             try:
-                if not holds:
-                    raise ProtocolError("bad_signature: the signature does not match")
-                events.append(check_event(envelope["payload"], site=site, door=door))
-            except ProtocolError as exc:
+                good, bad = events_in(o, site=site, door=door)
+            except ProtocolError as exc:  # refused whole
+                refuse(site, door, exc)
+                continue
+            events += good
+            for exc in bad:
                 refuse(site, door, exc)
         if events:
             self._store(events)

@@ -1,7 +1,9 @@
 """Checking a batch's Ed25519 signatures, optionally on several cores.
 
 A signature check costs ~50-150 µs and holds the interpreter lock (cryptography does not
-release it), which is more than everything else the collector does for an event. The first
+release it): ~120 µs of CPU on the development machine, more than everything else the
+collector does for an event, which is why a door catching up signs its events a batch at a
+time (version 3, docs/protocol.md): one check for up to 1,000 events. The first
 way to spread it is the one the office already has: several collectors in one shared
 subscription group, each a process. Within one collector, `--verify-workers N` splits a
 batch's checks between its thread and N worker processes; that pays only on cores that are
@@ -34,12 +36,25 @@ def spare_cores() -> int:
     return max(0, min(3, (os.cpu_count() or 1) - 1))
 
 
+_KEYS: dict[bytes, Ed25519PublicKey] = {}  # raw -> key object, per process
+_KEYS_MAX = 100_000  # doors; beyond that the cache starts again (a key costs ~3 µs to load)
+
+
+def _public(raw: bytes) -> Ed25519PublicKey:
+    key = _KEYS.get(raw)
+    if key is None:
+        if len(_KEYS) >= _KEYS_MAX:
+            _KEYS.clear()
+        key = _KEYS[raw] = Ed25519PublicKey.from_public_bytes(raw)
+    return key
+
+
 def check_all(checks: list[Check]) -> list[bool]:
     """Run in a worker process (or the thread): which signatures hold."""
     out = []
     for raw, sig, message in checks:
         try:
-            Ed25519PublicKey.from_public_bytes(raw).verify(sig, message)
+            _public(raw).verify(sig, message)
             out.append(True)
         except (InvalidSignature, ValueError):
             out.append(False)

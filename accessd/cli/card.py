@@ -83,8 +83,11 @@ def register(sub: Any) -> None:
 
 def _config(args: argparse.Namespace) -> Any:
     from accessd.config import load_config
+    from accessd.credentials import check_secrets
 
-    return load_config(args.config)
+    cfg = load_config(args.config)
+    check_secrets(cfg)  # a loose secret: one line naming the file, the key and the path
+    return cfg
 
 
 def _announce(args: argparse.Namespace, what: str) -> None:

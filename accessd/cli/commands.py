@@ -5,31 +5,46 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import datetime
 from typing import Any
 
-from accessd.admin import Site, StatusChange, enroll, revoke_card, set_status
-from accessd.cli.main import print_json
+from accessd.admin import (
+    Site,
+    StatusChange,
+    enroll,
+    find_member,
+    member_by_card,
+    revoke_card,
+    set_status,
+)
+from accessd.cli.main import UsageError, print_json
+from accessd.cli.timeparse import local_time
 from accessd.config import Config, load_config
+from accessd.credentials import check_secrets
 from accessd.decision import Plan, Status
-from accessd.errors import AccessdError, ControlError
-from accessd.readers.uid import normalise_uid
+from accessd.errors import ControlError, MemberNotFound
 from accessd.rights import Change
 from accessd.store.journal import LogFilter
 from accessd.store.rules import Member
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    """The configuration, its secret files checked: a loose one is refused in one line naming
+    the configuration file, the key and the secret (docs/configuration.md), whatever the
+    command."""
+    cfg = load_config(args.config)
+    check_secrets(cfg)
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from accessd.daemon.service import run
 
-    return run(_config(args))
+    return run(load_config(args.config))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    cfg = load_config(args.config)
     from accessd.daemon.service import check_startup
 
     check_startup(cfg)
@@ -40,7 +55,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_member(m: Member, as_json: bool) -> None:
+def _print_member(m: Member, as_json: bool, cfg: Config) -> None:
     if as_json:
         print_json(m.to_dict())
         return
@@ -48,35 +63,66 @@ def _print_member(m: Member, as_json: bool) -> None:
     print(f"{m.id}  {m.name}\n  plan: {m.plan}  status: {m.status}  valid: {validity}  "
           f"origin: {m.origin}")
     for c in m.credentials:
+        enrolled = _shown_time(c["enrolled_at"], cfg)
         print(f"  card {c['credential']}  {c['status']}  {c['technology'] or ''}  "
-              f"enrolled {c['enrolled_at']}")
+              f"enrolled {enrolled}")
+
+
+def _shown_time(stamp: str | None, cfg: Config) -> str:
+    """A stored UTC stamp as the host reads it: site time with the zone."""
+    from accessd.events import parse_ts
+
+    if not stamp:
+        return "-"
+    try:
+        return local_time(parse_ts(stamp), cfg.site.tz, "%Y-%m-%d %H:%M")
+    except ValueError:
+        return stamp
+
+
+def member_of(site: Site, text: str | None, card: str | None) -> Member:
+    """The member named on the command line: by id or name, or by one of their cards."""
+    if card is not None:
+        return member_by_card(site, card)
+    assert text is not None
+    return find_member(site.rules, text)
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    vf, vu = args.valid_from, args.valid_until
+    if vf and vu and vu < vf:
+        raise UsageError(f"enroll: --until {vu} is before --from {vf}: the validity would "
+                         "end before it starts")
+    today = datetime.now(cfg.site.tz).date()
+    if vu and vu < today and not args.force:
+        raise UsageError(f"enroll: --until {vu} is in the past (today is {today} at the "
+                         "site): the card would open nothing; add --force to enrol it anyway")
     uid = technology = credential_hash = None
-    if args.card:
-        uid, technology = normalise_uid(args.card), "typed"
-    elif args.present:
-        from accessd.daemon.control import call
-
-        print(f"Present the card on {'reader ' + args.reader if args.reader else 'the reader'}"
-              f" (waiting {args.timeout:g} s)…", file=sys.stderr)
-        reply = call(cfg.storage.control_socket,
-                     {"op": "capture", "reader": args.reader, "timeout": args.timeout},
-                     timeout=args.timeout + 5)
-        if not reply.get("credential_hash"):
-            raise ControlError("no card was presented in time")
-        credential_hash, technology = reply["credential_hash"], reply.get("technology")
+    if args.card is not None:
+        uid, technology = args.card, "typed"
     with Site.open(cfg) as site:
+        member_id = find_member(site.rules, args.member).id if args.member else None
+        if args.present:
+            from accessd.daemon.control import call
+
+            print(f"Present the card on "
+                  f"{'reader ' + args.reader if args.reader else 'the reader'}"
+                  f" (waiting {args.timeout:g} s)…", file=sys.stderr)
+            reply = call(cfg.storage.control_socket,
+                         {"op": "capture", "reader": args.reader, "timeout": args.timeout},
+                         timeout=args.timeout + 5)
+            if not reply.get("credential_hash"):
+                raise ControlError("no card was presented in time")
+            credential_hash, technology = reply["credential_hash"], reply.get("technology")
         member = enroll(site, name=args.name, plan=Plan(args.plan), uid=uid,
                         credential_hash=credential_hash,
-                        technology=technology, valid_from=args.valid_from,
-                        valid_until=args.valid_until, member_id=args.member,
+                        technology=technology, valid_from=vf,
+                        valid_until=vu, member_id=member_id,
                         operator=args.operator)
     if not args.json:
         print("enrolled:", file=sys.stderr)
-    _print_member(member, args.json)
+    _print_member(member, args.json, cfg)
     return 0
 
 
@@ -87,35 +133,36 @@ def _print_change(done: StatusChange, changed: str) -> None:
     elif done.change is Change.PROPOSED:
         print(f"{done.message}; the request is journalled for the office")
     else:
-        print(f"{done.message}: nothing changed")
+        print(f"{done.message}: nothing changed, nothing journalled")
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     with Site.open(_config(args)) as site:
         if args.member:
-            done = set_status(site, args.member, Status.REVOKED, args.operator)
-            m = done.member
+            m = find_member(site.rules, args.member)
+            done = set_status(site, m.id, Status.REVOKED, args.operator)
             _print_change(done, f"revoked member {m.id} ({m.name}): all cards refused")
         else:
-            uid = normalise_uid(args.card) if args.card else None
-            done = revoke_card(site, uid=uid, credential=args.credential,
+            done = revoke_card(site, uid=args.card, credential=args.credential,
                                operator=args.operator)
             _print_change(done, f"revoked one card of {done.member.id} ({done.member.name})")
     return 0
 
 
-def cmd_suspend(args: argparse.Namespace) -> int:
+def _set_status(args: argparse.Namespace, status: Status, verb: str) -> int:
     with Site.open(_config(args)) as site:
-        done = set_status(site, args.member, Status.SUSPENDED, args.operator)
-    _print_change(done, f"suspended {done.member.id} ({done.member.name})")
+        m = member_of(site, args.member, args.card)
+        done = set_status(site, m.id, status, args.operator)
+    _print_change(done, f"{verb} {done.member.id} ({done.member.name})")
     return 0
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    return _set_status(args, Status.SUSPENDED, "suspended")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    with Site.open(_config(args)) as site:
-        done = set_status(site, args.member, Status.ACTIVE, args.operator)
-    _print_change(done, f"resumed {done.member.id} ({done.member.name})")
-    return 0
+    return _set_status(args, Status.ACTIVE, "resumed")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -136,36 +183,60 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with Site.open(_config(args)) as site:
-        if args.card:
-            found = site.rules.find_by_credential(site.hasher(normalise_uid(args.card)))
-            if found is None:
-                raise AccessdError("this card is not enrolled")
-            member = found
-        else:
-            member = site.rules.member(args.member)
-    _print_member(member, args.json)
+    cfg = _config(args)
+    with Site.open(cfg) as site:
+        member = member_of(site, args.member, args.card)
+    _print_member(member, args.json, cfg)
     return 0
 
 
 def cmd_log(args: argparse.Namespace) -> int:
+    from accessd.cli.logtext import entry_line
+
     cfg = _config(args)
-    with Site.open(cfg) as site:
-        entries = site.journal.query(LogFilter(
-            member=args.member, door=args.door, result=args.result, type=args.type,
-            since=args.since, until=args.until, limit=args.limit))
     tz = cfg.site.tz
+    since = args.since.resolve(tz) if args.since else None
+    until = args.until.resolve(tz) if args.until else None
+    with Site.open(cfg) as site:
+        member_id = name = None
+        if args.member:
+            try:
+                member_id = find_member(site.rules, args.member).id
+            except MemberNotFound as exc:
+                if getattr(exc, "matches", None):
+                    raise  # several members: the host picks one by id
+                name = args.member  # gone from the rules: the journal's names still tell
+        entries = site.journal.query(LogFilter(
+            member=name, member_id=member_id, door=args.door, result=args.result,
+            type=args.type, since=since, until=until, limit=args.limit))
     for e in entries:
         if args.json:
             print_json(e.to_dict())
-            continue
-        ev = e.event
-        who = ev.member_name or (f"card {ev.credential}" if ev.credential else "")
-        what = " ".join(x for x in (ev.result, ev.reason) if x)
-        mark = "" if ev.clock_trusted else "  [clock untrusted]"
-        print(f"{e.seq:>7}  {ev.ts.astimezone(tz):%Y-%m-%d %H:%M:%S}  {ev.type!s:<24} "
-              f"{ev.reader or '':<8} {who:<24} {what}{mark}")
+        else:
+            print(entry_line(e, tz))
+    if not entries and not args.json:
+        print("no events match", file=sys.stderr)
     return 0
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    from accessd.cli.why import explain
+
+    cfg = _config(args)
+    with Site.open(cfg) as site:
+        answer = explain(site, args.who)
+    if args.json:
+        print_json(answer)
+    else:
+        print(answer["sentence"])
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from accessd.cli.doctor import print_checks, run_checks
+
+    checks = run_checks(args.config)
+    return print_checks(checks, as_json=args.json)
 
 
 def cmd_open(args: argparse.Namespace) -> int:
@@ -181,6 +252,7 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from accessd.cli.statustext import status_lines, stored_status
     from accessd.daemon.control import call
 
     cfg = _config(args)
@@ -189,22 +261,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         status.pop("ok", None)
         status["daemon"] = "running"
     except ControlError as exc:
-        with Site.open(cfg) as site:
-            status = {"daemon": f"not running ({exc})", "rule_version": site.rules.version,
-                      **site.rules.counts(),
-                      "journal": {"last_seq": site.journal.last_seq,
-                                  "acked_seq": site.journal.acked_seq,
-                                  "depth": site.journal.depth()}}
+        status = stored_status(cfg, str(exc))
     if args.json:
         print_json(status)
-        return 0 if status["daemon"] == "running" else 3
-    for key, value in status.items():
-        if isinstance(value, dict):
-            print(f"{key}:")
-            for k, v in value.items():
-                print(f"  {k}: {v}")
-        else:
-            print(f"{key}: {value}")
+    else:
+        print("\n".join(status_lines(status, cfg)))
     return 0 if status["daemon"] == "running" else 3
 
 
@@ -223,3 +284,4 @@ def cmd_door_key(args: argparse.Namespace) -> int:
         key = DoorKey.load_or_create(path)
     print(public_line(key.public, f"{cfg.site.id}/{cfg.site.door}"))
     return 0
+

@@ -25,19 +25,20 @@ EXIT_REFUSED = 2
 _OPERATOR = frozenset({"--operator"})
 HOST_COMMANDS: dict[str, frozenset[str]] = {
     "enroll": frozenset({"--name", "--plan", "--card", "--present", "--no-card", "--reader",
-                         "--timeout", "--from", "--until", "--member", "--json"}) | _OPERATOR,
+                         "--timeout", "--from", "--until", "--force", "--member",
+                         "--json"}) | _OPERATOR,
     "list": frozenset({"--plan", "--status", "--search", "--json"}),
     "show": frozenset({"--card", "--json"}),
     "log": frozenset({"--member", "--door", "--result", "--type", "--since", "--until",
                       "--limit", "--json"}),
-    "suspend": _OPERATOR,
-    "resume": _OPERATOR,
+    "suspend": frozenset({"--card"}) | _OPERATOR,
+    "resume": frozenset({"--card"}) | _OPERATOR,
     "revoke": frozenset({"--card", "--credential"}) | _OPERATOR,
     "open": frozenset({"--seconds"}) | _OPERATOR,
     "status": frozenset({"--json"}),
     "door-key": frozenset(),  # prints the public line only (no --new: rolling is the admin's)
-    # announced host commands: refused cleanly by a version that does not have them yet
     "why": frozenset({"--json"}),
+    # reads the installed configuration's secrets to test the broker login, prints none
     "doctor": frozenset({"--json"}),
 }
 # options a host command has that the host may not use (classified on purpose, refused)

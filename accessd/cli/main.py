@@ -10,15 +10,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import date
+from typing import Any, NoReturn
 
 from accessd import __version__
+from accessd.cli.timeparse import TimeSpec, parse_when
 from accessd.errors import AccessdError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(AccessdError):
+    """The command line itself is wrong (argparse's complaint, on one line)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `accessd: error: COMMAND: what is wrong (…)`; the usage
+    block is for `--help`. Sub-parsers are of the same class (argparse's default)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("accessd").strip()
+        where = f"{command}: " if command else ""
+        hint = f"'{self.prog} --help' lists the options"
+        raise UsageError(f"{where}{' '.join(message.split())} ({hint})")
+
+
 # who runs a command: the person behind sudo (the host's wrapper runs as the service user)
 def _operator() -> str:
     """Who runs the command: the person behind sudo, else the login (read at parse time)."""
@@ -27,27 +46,50 @@ def _operator() -> str:
 
 def _date(text: str) -> date:
     try:
-        return date.fromisoformat(text)
+        return date.fromisoformat(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
-def _when(text: str) -> datetime:
-    """An instant: an ISO date/time (site-local when naive is not known here: UTC) or '7d'."""
-    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    if text and text[-1] in units and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+def _name(text: str) -> str:
+    """A member's name: not empty, no control characters, at most 100 characters."""
+    name = " ".join(text.split())
+    if not name:
+        raise argparse.ArgumentTypeError("a member needs a name (it is empty)")
+    if any(not c.isprintable() for c in name):
+        raise argparse.ArgumentTypeError("a name cannot hold control characters")
+    if len(name) > 100:
+        raise argparse.ArgumentTypeError(f"a name has at most 100 characters ({len(name)})")
+    return name
+
+
+def _card(text: str) -> str:
+    """A card number as typed, normalised at once (the error never repeats the number)."""
+    from accessd.errors import CardNumberError
+    from accessd.readers.uid import normalise_uid
+
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return normalise_uid(text)
+    except CardNumberError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected YYYY-MM-DD[THH:MM[:SS]][+HH:MM] or an age such as 2h, 7d; got {text!r}"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _when(text: str) -> TimeSpec:
+    return parse_when(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="accessd",
         description="Offline-first door access controller: the daemon and the host's tools.",
     )
@@ -71,11 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("enroll", "Enrol a member's card: present it on the reader or type its number.",
             c.cmd_enroll)
-    p.add_argument("--name", required=True, help="member's display name")
+    p.add_argument("--name", required=True, type=_name, help="member's display name")
     p.add_argument("--plan", required=True, choices=["subscriber", "occasional"],
                    help="subscriber: 24/7; occasional: opening hours only")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--card", metavar="NUMBER",
+    src.add_argument("--card", metavar="NUMBER", type=_card,
                      help="card UID in hex (e.g. 0A1B2C3D4E, 04:A2:2B:1C); kept only as a "
                           "keyed hash")
     src.add_argument("--present", action="store_true",
@@ -91,16 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", dest="valid_until", type=_date, metavar="DATE",
                    help="last valid day, inclusive, YYYY-MM-DD (site time): valid until "
                         "midnight at its end")
-    p.add_argument("--member", metavar="ID", help="add the card to this existing member "
-                   "(name, plan and dates are updated too)")
+    p.add_argument("--force", action="store_true",
+                   help="accept an --until that is already past (the card opens nothing)")
+    p.add_argument("--member", metavar="MEMBER", help="add the card to this existing member, "
+                   "by id or name (name, plan and dates are updated too)")
     p.add_argument("--operator", default=_operator(),
                    help="who does this (journalled; default $SUDO_USER, else $USER)")
     p.add_argument("--json", action="store_true", help="print the member as JSON")
 
     p = add("revoke", "Revoke a member (all cards) or one card, for good.", c.cmd_revoke)
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("member", nargs="?", help="member id")
-    target.add_argument("--card", metavar="NUMBER", help="revoke the card with this UID")
+    target.add_argument("member", nargs="?", help="member id or name")
+    target.add_argument("--card", metavar="NUMBER", type=_card,
+                        help="revoke the card with this UID")
     target.add_argument("--credential", metavar="HASH",
                         help="revoke the card with this short hash (from 'show')")
     p.add_argument("--operator", default=_operator(),
@@ -109,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, verb in (("suspend", "Suspend a member: cards refused until 'resume'."),
                        ("resume", "Resume a suspended member.")):
         p = add(name, verb, c.cmd_suspend if name == "suspend" else c.cmd_resume)
-        p.add_argument("member", help="member id")
+        target = p.add_mutually_exclusive_group(required=True)
+        target.add_argument("member", nargs="?", help="member id or name")
+        target.add_argument("--card", metavar="NUMBER", type=_card,
+                            help="the member holding this card")
         p.add_argument("--operator", default=_operator(),
                        help="who does this (journalled; default $SUDO_USER, else $USER)")
 
@@ -122,31 +170,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("show", "Show one member and their cards.", c.cmd_show)
     who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("member", nargs="?", help="member id")
-    who.add_argument("--card", metavar="NUMBER", help="the member holding this card")
+    who.add_argument("member", nargs="?", help="member id or name")
+    who.add_argument("--card", metavar="NUMBER", type=_card,
+                     help="the member holding this card")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("log", "Show the journal: entries, denials, door events.", c.cmd_log)
-    p.add_argument("--member", help="member id or part of the name")
+    p.add_argument("--member", help="member id or name (a unique start of it is enough)")
     p.add_argument("--door", help="door id")
     p.add_argument("--result", choices=["granted", "denied"], help="only this result")
     p.add_argument("--type", help="event type, '*' as wildcard (e.g. 'door.*', 'access.denied')")
-    p.add_argument("--since", type=_when, help="from this instant (2026-11-01, "
-                   "2026-11-01T08:00+01:00) or age (30m, 24h, 7d, 2w)")
-    p.add_argument("--until", type=_when, help="before this instant or age")
-    p.add_argument("--limit", type=int, default=50, help="at most N entries (default 50)")
+    p.add_argument("--since", type=_when, metavar="WHEN",
+                   help="from then on: today, yesterday, a weekday (monday), a date "
+                        "(2026-11-02), a date and time (2026-11-02 08:00), or an age "
+                        "(30m, 24h, 7d, 2w); site time")
+    p.add_argument("--until", type=_when, metavar="WHEN",
+                   help="before then (same forms; a day means its midnight)")
+    p.add_argument("--limit", type=positive_int, default=50, help="at most N entries (default 50)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per line, the event schema of docs/journal.md")
 
+    p = add("why", "Explain the last decision for a card or member, in one sentence.",
+            c.cmd_why)
+    p.add_argument("who", nargs="?", metavar="CARD|NAME",
+                   help="a card number, a member's name or id (default: the last decision at "
+                        "this door)")
+    p.add_argument("--json", action="store_true",
+                   help="print the decision and the sentence as JSON")
+
     p = add("open", "Release the door now (manual release, journalled with your name).",
             c.cmd_open)
-    p.add_argument("--operator", required=True, help="your name, recorded in the journal")
+    p.add_argument("--operator", required=True, type=_name,
+                   help="your name, recorded in the journal")
     p.add_argument("--seconds", type=float,
                    help="release time, 3 s to one hour (default: [lock] release_s)")
 
     p = add("status", "Show readers, lock, door, clock trust, journal depth, rule version.",
             c.cmd_status)
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("doctor", "Check the door's health, each problem with its fix; exit status 1 when "
+            "something needs action.", c.cmd_doctor)
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
 
     p = add("door-key", "Print this door's public signing key, for the office to register "
             "(made on first use).", c.cmd_door_key)
@@ -166,17 +231,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; every error is one line on stderr, never a traceback."""
     try:
+        args = build_parser().parse_args(argv)
         return int(args.handler(args) or EXIT_OK)
+    except UsageError as exc:
+        return error(exc, EXIT_USAGE)
     except AccessdError as exc:
-        print(f"accessd: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return error(exc)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except (OSError, ValueError, LookupError, sqlite3.Error) as exc:  # the system said no
+        return error(exc)
+    except Exception as exc:  # a bug: one line here, the traceback only when asked for
+        if os.environ.get("ACCESSD_DEBUG"):
+            raise
+        return error(f"unexpected {type(exc).__name__}: {exc} (a bug in accessd; "
+                     "ACCESSD_DEBUG=1 shows where)")
+
+
+def error(what: object, status: int = EXIT_ERROR) -> int:
+    """Print `accessd: error: …` on one line (newlines in a message become spaces)."""
+    print(f"accessd: error: {' '.join(str(what).split())}", file=sys.stderr)
+    return status
 
 
 def print_json(obj: Any) -> None:

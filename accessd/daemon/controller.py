@@ -363,6 +363,8 @@ class DoorController:
             if self.door_monitor is not None:
                 self.door_monitor.manual_release(self.monotonic(), seconds)
             etype = EventType.REMOTE_RELEASE if remote else EventType.MANUAL_RELEASE
+            log.info("%s release for %g s ordered by %s", "remote" if remote else "manual",
+                     seconds, operator)
             self.record(self.event(etype, result="granted", reason="operator", detail={
                 "operator": operator, "seconds": seconds, **(detail or {})}))
 

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from accessd.store.cards import CardStore
 from accessd.store.db import limit_page_cache
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
+from accessd.words import alarm_words
 
 log = logging.getLogger("accessd")
 TICK_S = 0.2
@@ -44,11 +46,26 @@ PURGE_EVERY_S = 3600.0
 SWITCH_INTERVAL_S = 0.0005  # a tap's thread gets the GIL within 0.5 ms, not 5 ms
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+class SiteTimeFormatter(logging.Formatter):
+    """Log times in the site's time zone with their offset (`2026-11-02 18:02:11,250
+    +01:00`): the console a host reads shows the door's time whatever the machine's zone, and
+    a program reading the log still knows the instant."""
+
+    def __init__(self, fmt: str, tz: tzinfo | None) -> None:
+        super().__init__(fmt)
+        self.tz = tz
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        when = datetime.fromtimestamp(record.created, self.tz).astimezone(self.tz)
+        offset = when.strftime("%z")
+        return f"{when:%Y-%m-%d %H:%M:%S},{int(record.msecs):03d} {offset[:3]}:{offset[3:]}"
+
+
+def setup_logging(level: str, tz: tzinfo | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SiteTimeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                                           tz))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def check_startup(cfg: Config) -> None:
@@ -248,7 +265,8 @@ class Daemon:
             "site": self.cfg.site.id, "door": self.cfg.site.door, "version": __version__,
             "uptime_s": round(time.time() - self.started_at, 1),
             "readers": {r.name: {"online": bool(getattr(r, "online", False)),
-                                 "type": rc.type, "direction": rc.direction}
+                                 "type": rc.type, "direction": rc.direction,
+                                 **(r.health() if hasattr(r, "health") else {})}
                         for r, rc in zip(self.readers, self.cfg.readers, strict=False)},
             "lock": {"state": "released" if relay.released else "locked",
                      "type": self.cfg.lock.type,
@@ -276,16 +294,20 @@ class Daemon:
                  self.cfg.site.id, self.cfg.site.door, len(self.readers))
         wd = watchdog_interval()
         last_wd = last_purge = 0.0
-        sounding = False
+        active: list[str] = []
         while not self.stopping.wait(TICK_S):
             mono = time.monotonic()
             c.door_input(self.door_monitor.tick, mono, self._door_event)
             alarms = c.alarms()
-            if bool(alarms) != sounding:
-                sounding = bool(alarms)
-                self.hardware.feedback.alarm(sounding)
-                log.warning("alarm %s: %s", "on" if sounding else "off",
-                            ", ".join(alarms) or "cleared")
+            if bool(alarms) != bool(active):
+                self.hardware.feedback.alarm(bool(alarms))
+            for alarm in alarms:
+                if alarm not in active:
+                    log.warning("alarm on: %s", alarm_words(alarm))
+            for alarm in active:
+                if alarm not in alarms:
+                    log.warning("alarm off: %s", alarm_words(alarm))
+            active = alarms
             if wd and mono - last_wd >= wd:
                 sd_notify("WATCHDOG=1")
                 last_wd = mono
@@ -339,7 +361,7 @@ class Daemon:
 
 def run(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; the exit status is what systemd sees."""
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, cfg.site.tz)
     check_startup(cfg)  # before anything is touched: a loose secret is a one-line error
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     limit_page_cache()  # SQLite's page caches small: the Pi's memory (accessd/store/db.py)

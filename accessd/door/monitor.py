@@ -283,6 +283,12 @@ class DoorInputs:
     def has_exit_button(self) -> bool:
         return self._button is not None
 
+    @property
+    def exit_pressed(self) -> bool | None:
+        """True while the exit button reads pressed (stuck or shorted, if it stays so);
+        None without an exit button."""
+        return None if self._button is None else bool(self._button.is_pressed)
+
     def close(self) -> None:
         for device in (self._contact, self._button):
             if device is not None:

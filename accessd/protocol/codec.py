@@ -32,7 +32,8 @@ SNAPSHOT_MAX_BYTES = 32 * 1024 * 1024  # ~100k members with two cards each
 COMMAND_MAX_BYTES = 4 * 1024
 EVENT_MAX_BYTES = 64 * 1024
 MAX_DEPTH = 16
-SCHEMAS = ("event", "ack", "status", "signed", "command", "rules", "rules_request")
+SCHEMAS = ("event", "ack", "status", "signed", "command", "rules", "rules_request",
+           "signed_events")
 
 
 def encode(doc: Any) -> bytes:
@@ -40,7 +41,7 @@ def encode(doc: Any) -> bytes:
                       ensure_ascii=False).encode("utf-8")
 
 
-def _depth(doc: Any) -> int:
+def depth(doc: Any) -> int:
     """Nesting depth, iteratively (a recursive walk could itself overflow); only containers
     are pushed, so the scalars of a 100,000-row document cost one isinstance each."""
     if not isinstance(doc, dict | list):
@@ -69,7 +70,7 @@ def decode(payload: bytes | str, *, max_bytes: int, max_depth: int = MAX_DEPTH) 
         raise ProtocolError(f"too_deep: nesting deeper than {max_depth}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed: not JSON: {exc}") from None
-    if _depth(doc) > max_depth:
+    if depth(doc) > max_depth:
         raise ProtocolError(f"too_deep: nesting deeper than {max_depth}")
     return doc
 
@@ -139,6 +140,8 @@ _EVENT_REQUIRED = frozenset({"v", "seq", "id", "site", "door", "journal", "type"
                              "clock_trusted", "detail"})
 _SIGNED_KEYS = frozenset({"payload", "sig", "key_id"})
 _OPTIONAL_STR = ("reader", "member_id", "member_name", "reason", "credential")
+#: every field schemas/event.json names (an event may carry others, which it does not check)
+EVENT_FIELDS = _EVENT_REQUIRED | {*_OPTIONAL_STR, "plan", "result", "floor"}
 EVENT_VERSION = 2
 
 
@@ -187,8 +190,6 @@ def _signed_ok(d: Any) -> bool:
 
 _DATE_TIME = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$").search
-_ACK_KEYS = frozenset({"v", "site", "door", "journal", "acked", "resend", "rebase"})
-_ACK_REQUIRED = frozenset({"v", "site", "door", "journal"})
 _COMMAND_KEYS = frozenset({"v", "id", "type", "site", "door", "issued_at", "expires_at",
                            "operator", "seconds"})
 _COMMAND_REQUIRED = _COMMAND_KEYS - {"seconds"}
@@ -220,31 +221,6 @@ def _date_time(v: Any) -> bool:
         datetime.fromisoformat(v.replace("Z", "+00:00"))
     except ValueError:
         return False
-    return True
-
-
-def _ack_ok(d: Any) -> bool:
-    """schemas/ack.json by hand: the door checks one for every batch the office stores."""
-    if type(d) is not dict or not _ACK_REQUIRED <= d.keys() <= _ACK_KEYS:
-        return False
-    if not (_is(d["v"], 2)
-            and type(d["site"]) is str and _ID(d["site"])
-            and type(d["door"]) is str and _ID(d["door"])
-            and type(d["journal"]) is str and _JOURNAL(d["journal"])
-            and d.keys() & {"acked", "resend", "rebase"}):
-        return False
-    if "acked" in d and not _int_at_least(d["acked"], 0):
-        return False
-    if "resend" in d:
-        r = d["resend"]
-        if not (type(r) is list and len(r) == 2 and all(_int_at_least(x, 1) for x in r)):
-            return False
-    if "rebase" in d:
-        r = d["rebase"]
-        if not (type(r) is dict and r.keys() == {"after", "journal"}
-                and _int_at_least(r["after"], 0)
-                and type(r["journal"]) is str and _JOURNAL(r["journal"])):
-            return False
     return True
 
 
@@ -309,9 +285,61 @@ def _rules_ok(d: Any) -> bool:
     return "schedule" not in d or _schedule_ok(d["schedule"])
 
 
+_SIGNED_EVENTS_KEYS = frozenset({"v", "events", "sig", "key_id"})
+EVENTS_VERSION = 3
+
+
+def _signed_events_ok(d: Any) -> bool:
+    """schemas/signed_events.json by hand (a door's events, version 3)."""
+    if type(d) is not dict or d.keys() != _SIGNED_EVENTS_KEYS:
+        return False
+    v, text, sig, kid = d["v"], d["events"], d["sig"], d["key_id"]
+    return (type(v) is int and v == EVENTS_VERSION and type(text) is str and len(text) >= 2
+            and type(sig) is str and _SIG(sig) is not None
+            and type(kid) is str and _KEY_ID(kid) is not None)
+
+
+_ACK_KEYS = frozenset({"v", "site", "door", "journal", "acked", "resend", "rebase"})
+_REBASE_KEYS = frozenset({"after", "journal"})
+
+
+def _ack_ok(d: Any) -> bool:
+    """schemas/ack.json by hand: the office signs one per door and batch, a door reads each
+    (jsonschema took ~150 µs an acknowledgement). Never more lenient than the schema
+    (tests/test_protocol_strict.py); what it refuses goes on to jsonschema."""
+    if type(d) is not dict or not d.keys() <= _ACK_KEYS:
+        return False
+    v, journal = d.get("v"), d.get("journal")
+    if not (type(v) is int and v == 2 and type(d.get("site")) is str and _ID(d["site"])
+            and type(d.get("door")) is str and _ID(d["door"])
+            and type(journal) is str and _JOURNAL(journal)):
+        return False
+    some = False
+    if "acked" in d:
+        acked = d["acked"]
+        if not (type(acked) is int and acked >= 0):
+            return False
+        some = True
+    if "resend" in d:
+        r = d["resend"]
+        if not (type(r) is list and len(r) == 2 and _positive_int(r[0])
+                and _positive_int(r[1])):
+            return False
+        some = True
+    if "rebase" in d:
+        b = d["rebase"]
+        if not (type(b) is dict and b.keys() == _REBASE_KEYS and type(b["after"]) is int
+                and b["after"] >= 0 and type(b["journal"]) is str and _JOURNAL(b["journal"])):
+            return False
+        some = True
+    return some
+
+
+event_ok = _event_ok  # public for the collector's hot path (accessd.protocol.delivery)
+
 _FAST: dict[str, Callable[[Any], bool]] = {"event": _event_ok, "signed": _signed_ok,
-                                           "ack": _ack_ok, "command": _command_ok,
-                                           "rules": _rules_ok}
+                                           "signed_events": _signed_events_ok, "ack": _ack_ok,
+                                           "command": _command_ok, "rules": _rules_ok}
 
 
 def validate(name: str, doc: Any) -> None:
@@ -326,6 +354,12 @@ def validate(name: str, doc: Any) -> None:
     fast = _FAST.get(name)
     if fast is not None and fast(doc):
         return
+    _jsonschema(name, doc)
+
+
+def validate_strictly(name: str, doc: Any) -> None:
+    """`validate` by jsonschema alone, no fast path: the reference the fast paths are held to
+    (for small documents; a rule document's rows are what the compiled checkers are for)."""
     _jsonschema(name, doc)
 
 

@@ -59,6 +59,8 @@ class ThreadedReader:
         self._on_card: CardCallback | None = None
         self._on_status: StatusCallback | None = None
         self._online: bool | None = None  # None: not known yet
+        self._detail = ""  # what the last status change said
+        self._last_read: float | None = None  # monotonic instant of the last card seen
         self._log = logging.getLogger(type(self).__module__)  # records name the backend
 
     # -- Reader protocol ---------------------------------------------------------------------
@@ -66,6 +68,17 @@ class ThreadedReader:
     @property
     def online(self) -> bool:
         return bool(self._online)
+
+    def health(self) -> dict[str, object]:
+        """For `status` and `accessd doctor`: the last status detail, seconds since a card
+        was last seen (None: none since start), and a serial reader's frame counters."""
+        out: dict[str, object] = {"detail": self._detail, "last_read_s": None if
+                                  self._last_read is None else
+                                  round(time.monotonic() - self._last_read, 1)}
+        parser = getattr(self, "parser", None)
+        if parser is not None:
+            out["frames"] = parser.stats()
+        return out
 
     def start(self, on_card: CardCallback, on_status: StatusCallback) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -106,7 +119,8 @@ class ThreadedReader:
         """Report one sighting of `uid`; repeats within the hold-off window (of `hold_key`,
         default the UID) are dropped. True when it was reported."""
         with self._hold_lock:
-            admitted = self._hold_off.admit(hold_key or uid, time.monotonic())
+            self._last_read = now = time.monotonic()
+            admitted = self._hold_off.admit(hold_key or uid, now)
         if not admitted or self._on_card is None:
             return False
         read = CardRead(reader=self.name, uid=uid, technology=technology,
@@ -134,6 +148,7 @@ class ThreadedReader:
         self._status(detail)
 
     def _status(self, detail: str) -> None:
+        self._detail = detail
         if self._on_status is None:
             return
         try:

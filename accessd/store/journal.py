@@ -117,6 +117,8 @@ def stored_int(value: Any) -> int | None:
 class LogFilter:
     member: str | None = None
     door: str | None = None
+    credential: str | None = None  # the short keyed hash events carry
+    member_id: str | None = None  # exactly this member (`member` also matches names)
     result: str | None = None
     type: str | None = None
     since: datetime | None = None
@@ -353,6 +355,12 @@ class Journal:
         if f.door:
             where.append("door = ?")
             args.append(f.door)
+        if f.credential:
+            where.append("credential = ?")
+            args.append(f.credential)
+        if f.member_id:
+            where.append("member_id = ?")
+            args.append(f.member_id)
         if f.result:
             where.append("result = ?")
             args.append(f.result)

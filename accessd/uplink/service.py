@@ -27,7 +27,7 @@ from accessd.credentials import read_secret_file
 from accessd.errors import AccessdError, ProtocolError
 from accessd.events import Event, EventType, JournalEntry, format_ts, utcnow
 from accessd.protocol.codec import encode
-from accessd.protocol.delivery import read_ack
+from accessd.protocol.delivery import event_messages, read_ack
 from accessd.protocol.signing import DoorKey, PublicKeys, reason_of
 from accessd.protocol.topics import Topics
 from accessd.protocol.transport import BrokerSettings, connect, new_client
@@ -45,6 +45,9 @@ TICK_S = 0.5
 STATUS_CHECK_S = 1.0
 VOLATILE = ("ts", "outbox_depth", "acked_seq", "last_seq")
 WARN_EVERY_S = 60.0  # refused acknowledgements: one WARNING, then a count
+#: events signed together in one message (version 3): the window holds several such
+#: messages, so the office stores one while the next is on its way
+EVENTS_PER_MESSAGE = 100
 
 
 def broker_settings(config: Config) -> BrokerSettings:
@@ -115,7 +118,7 @@ class Uplink:
         self._state: dict[str, Any] = {"connected": False, "last_error": None,
                                        "outbox_depth": None, "acked_seq": None,
                                        "rule_version": None, "last_rules": None,
-                                       "acks_refused": 0}
+                                       "acks_refused": 0, "last_ack_at": None}
         self._acks_warned_at = -WARN_EVERY_S
 
     # -- the daemon's side --------------------------------------------------------------
@@ -204,13 +207,15 @@ class Uplink:
         self.journal_id = self.journal.journal_id or self.journal.new_identity()
         self.door_key = self._door_key()
         if self.keys is None:
-            log.warning("no [mqtt] rules_public_key_file: acknowledgements from the office "
-                        "cannot be checked, so events stay in the outbox")
+            log.warning("no [mqtt] rules_public_key_file: no office can acknowledge events "
+                        "here, so they wait in the journal ('accessd status' counts them)")
         self.discovery = Discovery(self.topics, Options.from_config(self.config),
                                    DiscoveryRecord(self.config.storage.dir / "homeassistant.json"),
                                    enabled=m.homeassistant_discovery)
         self.outbox = Outbox(self.journal, self._send, window=m.outbox_window,
                              ack_timeout_s=m.ack_timeout_s)
+        if self.keys is None:
+            self.outbox.expect_no_acks()  # said above, once: no resend warnings to follow
         self._refresh()
         connect(client, self.settings, clean_start=True)
         last_status, last_check, last_seen = 0.0, 0.0, None
@@ -316,6 +321,7 @@ class Uplink:
                 self._journal_replaced_at_office(ack["acked"])
                 return
             self.outbox.on_ack(ack["acked"])
+            self._set(last_ack_at=format_ts(utcnow()))  # for status and doctor
         if "resend" in ack:
             self.outbox.on_resend(*ack["resend"])
 
@@ -435,12 +441,21 @@ class Uplink:
             self._set(last_error=f"door key: {exc}")
             return None
 
-    def _send(self, entry: JournalEntry, floor: int | None) -> bool:
+    def _send(self, entries: list[tuple[JournalEntry, int | None]]) -> int:
+        """The outbox's entries, signed by the door's key: a version 3 message carries up to
+        EVENTS_PER_MESSAGE of them under one signature (a live tap goes alone, a backlog
+        goes in batches); `event_version = 2` sends each alone, for an older office."""
         if self.door_key is None:
-            return False
-        envelope = self.door_key.sign(event_message(entry, self.journal_id, floor))
-        info = self.client.publish(self.topics.event, encode(envelope), qos=1)
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
+            return 0
+        payloads = [event_message(entry, self.journal_id, floor) for entry, floor in entries]
+        sent = 0
+        for count, body in event_messages(self.door_key, payloads,
+                                          version=self.config.mqtt.event_version,
+                                          max_events=EVENTS_PER_MESSAGE):
+            if self.client.publish(self.topics.event, body, qos=1).rc != mqtt.MQTT_ERR_SUCCESS:
+                break
+            sent += count
+        return sent
 
     def _publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
         info = self.client.publish(topic, encode(payload), qos=1, retain=retain)
