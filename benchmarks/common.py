@@ -311,6 +311,9 @@ class SiteFactory:
                   "[storage]", f'dir = "{var}"', "", extra]
         cfg = d / "accessd.toml"
         cfg.write_text("\n".join(lines), encoding="utf-8")
+        # the copy (20 MB) on the disk now: ext4 commits every file's dirty data with the next
+        # fsync, so otherwise the daemon's first journal commits would carry it
+        os.sync()
         return Site(d, cfg, list(self.enrolled))
 
 
