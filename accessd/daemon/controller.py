@@ -46,7 +46,7 @@ from accessd.store import spool
 from accessd.store.cards import CardStore
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
-from accessd.store.writer import JournalWriter
+from accessd.store.writer import CLOSE_S, JournalWriter
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,7 @@ class DoorController:
         Not for the door's path: tests, and the daemon's start and stop."""
         return self.writer.flush(timeout)
 
-    def close(self, timeout: float = 20.0) -> bool:
+    def close(self, timeout: float = CLOSE_S) -> bool:
         """Stop the writer after it wrote what it holds (one last try if the journal is
         down); True when nothing is left held. `spool` saves what is."""
         return self.writer.close(timeout)

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 PENDING_LIMIT = 100_000  # events kept in memory while the journal cannot be written
 GROUP_MAX = 1000  # events per transaction (whole submissions; one larger submission alone)
 RETRY_S = 0.2  # a journal that refused a write is tried again this often
-CLOSE_S = 20.0  # how long `close` waits for the last commits
+CLOSE_S = 8.0  # how long `close` waits for the last commits (the unit's TimeoutStopSec is 15)
 
 
 class JournalWriter:
