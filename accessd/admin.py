@@ -55,12 +55,15 @@ class Site:
     hasher: CredentialHasher
 
     @classmethod
-    def open(cls, config: Config) -> Site:
+    def open(cls, config: Config, door: str | None = None) -> Site:
+        """The rule cache (the Pi's doors share it) and the journal of `door` (default the
+        first door), where the host's changes are journalled for the office."""
         _refuse_root_on_service_files(config.storage.dir)
         check_secrets(config)  # a loose secret: one line naming the file, the key, the path
+        spec = config.door_spec(door)
         key = load_or_create_site_secret(config.site.secret_file)
         return cls(config, RuleCache(config.storage.rules_db),
-                   Journal(config.storage.journal_db, config.site.id, config.site.door),
+                   Journal(spec.journal_file, config.site.id, spec.id),
                    CredentialHasher(key))
 
     def close(self) -> None:

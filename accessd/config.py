@@ -88,6 +88,18 @@ class DoorConfig:
 
 
 @dataclass(frozen=True)
+class UnlockConfig:
+    """A door held unlocked on a schedule (staffed hours): [start, end) on `days`, site
+    time, never on the site's closures; with `first_in`, only once a subscriber or the host
+    has badged in (or opened the door) that day. Never without trusted time."""
+
+    days: tuple[str, ...]
+    start: time
+    end: time
+    first_in: bool = False
+
+
+@dataclass(frozen=True)
 class SecurityConfig:
     unknown_card_limit: int = 5
     unknown_card_window_s: float = 30.0
@@ -164,6 +176,27 @@ class CardsConfig:
 
 
 @dataclass(frozen=True)
+class DoorSpec:
+    """One door driven by this Pi: its readers, relay, contact, exit button, journal and key.
+
+    The single-door form of the file (`[site] door`, `[[readers]]`, `[lock]`, `[pins]`,
+    `[door]`) is one DoorSpec; the `[[doors]]` form gives several (docs/configuration.md).
+    Each door journals under its own sequence and journal id, and signs its events with its
+    own key (registered at the office under its door id).
+    """
+
+    id: str
+    name: str
+    readers: tuple[ReaderConfig, ...]
+    lock: LockConfig
+    pins: PinsConfig
+    door: DoorConfig
+    journal_file: Path
+    door_key_file: Path
+    unlock: UnlockConfig | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     site: SiteConfig
@@ -179,6 +212,22 @@ class Config:
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
     cards: CardsConfig = field(default_factory=CardsConfig)
+    doors: tuple[DoorSpec, ...] = ()  # every door of this Pi; the first is `site.door`'s
+    unlock: UnlockConfig | None = None  # the first door's unlock schedule
+
+    def door_spec(self, door: str | None = None) -> DoorSpec:
+        """The door called `door` (ConfigError naming the choices), or the first one."""
+        if door is None:
+            return self.doors[0]
+        for d in self.doors:
+            if d.id == door:
+                return d
+        raise ConfigError(f"{self.path or 'configuration'}: no door {door!r} here; doors: "
+                          f"{', '.join(d.id for d in self.doors)}")
+
+    @property
+    def several_doors(self) -> bool:
+        return len(self.doors) > 1
 
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -261,6 +310,7 @@ def _parse(data: dict[str, Any], where: str, base: Path) -> Config:
 
     s = _table(root, "site")
     site_id = s.get("id", str, "site")
+    s_raw_door = {k: s.data[k] for k in ("door", "door_key_file") if k in s.data}
     door = s.get("door", str, "front")
     for key, value in (("id", site_id), ("door", door)):
         if not _ID_RE.match(value):
@@ -310,72 +360,23 @@ def _parse(data: dict[str, Any], where: str, base: Path) -> Config:
     schedule = ScheduleConfig(opens, closes, tuple(days), tuple(sorted(set(closures))))
     sc.check_unknown()
 
-    readers = []
-    seen: set[str] = set()
-    raw_readers = root.get("readers", list, [])
-    if not raw_readers:
-        raise root.fail("readers", "configure at least one [[readers]] table")
-    for i, raw in enumerate(raw_readers):
-        if not isinstance(raw, dict):
-            raise root.fail(f"readers[{i}]", "expected a table ([[readers]])")
-        r = _Section(raw, f"readers[{i}]", where)
-        name = r.get("name", str, f"reader{i}")
-        if name in seen:
-            raise r.fail("name", f"duplicate reader name {name!r}")
-        seen.add(name)
-        rtype = r.choice("type", ("serial", "nfc", "simulated"), "serial")
-        port = r.get("port", str, "")
-        if rtype in ("serial", "nfc") and not port:
-            raise r.fail("port", f"a {rtype} reader needs a port")
-        readers.append(ReaderConfig(
-            name=name,
-            type=rtype,
-            direction=r.choice("direction", ("entry", "exit"), "entry"),
-            port=port,
-            baudrate=r.get("baudrate", int, 9600),
-            hold_off_s=r.positive("hold_off_s", 2.0, minimum=-1e-9),
-            source=r.get("source", str, "stdin"),
-        ))
-        r.check_unknown()
-
-    lk = _table(root, "lock")
-    lock = LockConfig(
-        type=lk.choice("type", ("fail-secure", "fail-safe"), "fail-secure"),
-        release_s=lk.get("release_s", float, 5.0),
-    )
-    if lock.release_s < MIN_RELEASE_S:
-        raise lk.fail("release_s", f"must be at least {MIN_RELEASE_S:g} s (IEC 60839-11-1)")
-    lk.check_unknown()
-
-    p = _table(root, "pins")
-    pin_values = {}
-    for key, default in (("lock_relay", 17), ("door_contact", 27), ("exit_button", 22),
-                         ("buzzer", 0), ("led_granted", 0), ("led_denied", 0)):
-        v = p.get(key, int, default)
-        if not 0 <= v <= 27:
-            raise p.fail(key, f"BCM pin must be 0..27 (0 disables), got {v}")
-        pin_values[key] = v
-    if pin_values["lock_relay"] == 0:
-        raise p.fail("lock_relay", "the lock relay pin is required")
-    used = [v for v in pin_values.values() if v]
-    if len(used) != len(set(used)):
-        raise p.fail("lock_relay", "two devices share one pin")
-    pins = PinsConfig(
-        factory=p.get("factory", str, "default"),
-        relay_active_high=p.get("relay_active_high", bool, True),
-        door_contact_closed_is_low=p.get("door_contact_closed_is_low", bool, True),
-        **pin_values,
-    )
-    p.check_unknown()
-
-    d = _table(root, "door")
-    door_cfg = DoorConfig(
-        held_open_prealarm_s=d.positive("held_open_prealarm_s", 20.0),
-        held_open_alarm_s=d.positive("held_open_alarm_s", 30.0),
-    )
-    if door_cfg.held_open_prealarm_s >= door_cfg.held_open_alarm_s:
-        raise d.fail("held_open_prealarm_s", "must be shorter than held_open_alarm_s")
-    d.check_unknown()
+    raw_doors = root.get("doors", list, None)
+    pin_factory = _table(root, "pins") if raw_doors is None else None
+    if raw_doors is None:  # the single-door form: [site] door, [[readers]], [lock], [pins]...
+        spec = _door_spec(
+            door, door, root.get("readers", list, []), "readers", _table(root, "lock"),
+            pin_factory, _table(root, "door"), _table(root, "unlock"), where,
+            days_default=schedule.days)
+        if pin_factory is not None:
+            pin_factory.check_unknown()
+        doors = [replace_paths(spec, storage.journal_db, site.door_key_file)]
+    else:
+        doors = _doors(root, s_raw_door, raw_doors, storage, base, where, schedule.days)
+    readers, lock, pins, door_cfg = (doors[0].readers, doors[0].lock, doors[0].pins,
+                                     doors[0].door)
+    if raw_doors is not None:  # `site.door` and its key: the first door's
+        site = dataclasses.replace(site, door=doors[0].id,
+                                   door_key_file=doors[0].door_key_file)
 
     se = _table(root, "security")
     security = SecurityConfig(
@@ -454,7 +455,175 @@ def _parse(data: dict[str, Any], where: str, base: Path) -> Config:
     root.check_unknown()
 
     return Config(None, site, schedule, tuple(readers), lock, pins, door_cfg, security, clock,
-                  storage, mqtt, level, cards=cards)
+                  storage, mqtt, level, cards=cards, doors=tuple(doors), unlock=doors[0].unlock)
+
+def replace_paths(spec: DoorSpec, journal: Path, key: Path) -> DoorSpec:
+    return dataclasses.replace(spec, journal_file=journal, door_key_file=key)
+
+
+def _readers(raw_readers: Any, prefix: str, where: str, seen: set[str]) -> list[ReaderConfig]:
+    if not isinstance(raw_readers, list) or not raw_readers:
+        raise ConfigError(f"{where}: {prefix}: configure at least one [[{prefix.split('[')[0]}"
+                          f"{'.readers' if '.' in prefix else ''}]] table")
+    readers = []
+    for i, raw in enumerate(raw_readers):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: {prefix}[{i}]: expected a table")
+        r = _Section(raw, f"{prefix}[{i}]", where)
+        name = r.get("name", str, f"reader{i}")
+        if name in seen:
+            raise r.fail("name", f"duplicate reader name {name!r} (reader names are unique "
+                                 "on a Pi)")
+        seen.add(name)
+        rtype = r.choice("type", ("serial", "nfc", "simulated"), "serial")
+        port = r.get("port", str, "")
+        if rtype in ("serial", "nfc") and not port:
+            raise r.fail("port", f"a {rtype} reader needs a port")
+        readers.append(ReaderConfig(
+            name=name,
+            type=rtype,
+            direction=r.choice("direction", ("entry", "exit"), "entry"),
+            port=port,
+            baudrate=r.get("baudrate", int, 9600),
+            hold_off_s=r.positive("hold_off_s", 2.0, minimum=-1e-9),
+            source=r.get("source", str, "stdin"),
+        ))
+        r.check_unknown()
+    return readers
+
+
+def _lock(lk: _Section) -> LockConfig:
+    lock = LockConfig(
+        type=lk.choice("type", ("fail-secure", "fail-safe"), "fail-secure"),
+        release_s=lk.get("release_s", float, 5.0),
+    )
+    if lock.release_s < MIN_RELEASE_S:
+        raise lk.fail("release_s", f"must be at least {MIN_RELEASE_S:g} s (IEC 60839-11-1)")
+    lk.check_unknown()
+    return lock
+
+
+PIN_KEYS = (("lock_relay", 17), ("door_contact", 27), ("exit_button", 22), ("buzzer", 0),
+            ("led_granted", 0), ("led_denied", 0))
+
+
+def _pins(p: _Section, factory: str) -> PinsConfig:
+    pin_values = {}
+    for key, default in PIN_KEYS:
+        v = p.get(key, int, default)
+        if not 0 <= v <= 27:
+            raise p.fail(key, f"BCM pin must be 0..27 (0 disables), got {v}")
+        pin_values[key] = v
+    if pin_values["lock_relay"] == 0:
+        raise p.fail("lock_relay", "the lock relay pin is required")
+    used = [v for v in pin_values.values() if v]
+    if len(used) != len(set(used)):
+        raise p.fail("lock_relay", "two devices share one pin")
+    return PinsConfig(
+        factory=factory,
+        relay_active_high=p.get("relay_active_high", bool, True),
+        door_contact_closed_is_low=p.get("door_contact_closed_is_low", bool, True),
+        **pin_values,
+    )
+
+
+def _door_timing(d: _Section) -> DoorConfig:
+    door_cfg = DoorConfig(
+        held_open_prealarm_s=d.positive("held_open_prealarm_s", 20.0),
+        held_open_alarm_s=d.positive("held_open_alarm_s", 30.0),
+    )
+    if door_cfg.held_open_prealarm_s >= door_cfg.held_open_alarm_s:
+        raise d.fail("held_open_prealarm_s", "must be shorter than held_open_alarm_s")
+    d.check_unknown()
+    return door_cfg
+
+
+def _unlock(u: _Section, days_default: tuple[str, ...]) -> UnlockConfig | None:
+    if not u.data:
+        return None
+    days = u.get("days", list, list(days_default))
+    for d in days:
+        if d not in WEEKDAYS:
+            raise u.fail("days", f"unknown day {d!r}; use {', '.join(WEEKDAYS)}")
+    if "start" not in u.data or "end" not in u.data:
+        raise u.fail("start" if "start" not in u.data else "end",
+                     "an unlock schedule needs start and end (HH:MM)")
+    start, end = _hhmm(u, "start", time(0)), _hhmm(u, "end", time(0))
+    if end <= start:
+        raise u.fail("end", f"must be after start ({start:%H:%M})")
+    unlock = UnlockConfig(tuple(days), start, end, u.get("first_in", bool, False))
+    u.check_unknown()
+    return unlock
+
+
+def _door_spec(door_id: str, name: str, raw_readers: Any, readers_key: str, lk: _Section,
+               p: _Section | None, d: _Section, u: _Section, where: str, *,
+               days_default: tuple[str, ...], factory: str = "default",
+               seen: set[str] | None = None) -> DoorSpec:
+    readers = _readers(raw_readers, readers_key, where, set() if seen is None else seen)
+    if p is not None and "factory" in p.data:
+        factory = p.get("factory", str, "default")
+    pins = _pins(p if p is not None else _Section({}, "pins", where), factory)
+    return DoorSpec(door_id, name, tuple(readers), _lock(lk), pins, _door_timing(d),
+                    Path(), Path(), _unlock(u, days_default))
+
+
+def _doors(root: _Section, site_door: dict[str, Any], raw_doors: list[Any],
+           storage: StorageConfig, base: Path, where: str,
+           days_default: tuple[str, ...]) -> list[DoorSpec]:
+    """The [[doors]] form: several doors on this Pi, each with its own tables."""
+    for key in ("readers", "lock", "door", "unlock"):
+        if key in root.data:
+            raise root.fail(key, "with [[doors]], each door has its own (doors[N]."
+                                 f"{key}); remove the top-level one")
+    for key in site_door:
+        raise ConfigError(f"{where}: site.{key}: with [[doors]], each door has its own "
+                          f"(doors[N].{'id' if key == 'door' else key})")
+    shared = _table(root, "pins")
+    factory = shared.get("factory", str, "default")
+    shared.check_unknown()
+    if not raw_doors:
+        raise root.fail("doors", "configure at least one [[doors]] table")
+    out: list[DoorSpec] = []
+    seen_readers: set[str] = set()
+    owners: dict[int, str] = {}
+    files: dict[Path, str] = {}
+    for i, raw in enumerate(raw_doors):
+        prefix = f"doors[{i}]"
+        if not isinstance(raw, dict):
+            raise root.fail(prefix, "expected a table ([[doors]])")
+        sec = _Section(raw, prefix, where)
+        door_id = sec.get("id", str, "")
+        if not _ID_RE.match(door_id):
+            raise sec.fail("id", f"use lower-case letters, digits, '-' or '_' (got {door_id!r})")
+        if any(d.id == door_id for d in out):
+            raise sec.fail("id", f"duplicate door id {door_id!r}")
+        name = sec.get("name", str, door_id)
+        sub = {k: _Section(sec.get(k, dict, {}), f"{prefix}.{k}", where)
+               for k in ("lock", "pins", "door", "unlock")}
+        if "factory" in sub["pins"].data:
+            raise sub["pins"].fail("factory", "the pin factory is the Pi's: [pins] factory")
+        spec = _door_spec(door_id, name, sec.get("readers", list, []), f"{prefix}.readers",
+                          sub["lock"], sub["pins"], sub["door"], sub["unlock"], where,
+                          days_default=days_default, factory=factory, seen=seen_readers)
+        sub["pins"].check_unknown()
+        for key, _default in PIN_KEYS:
+            pin = getattr(spec.pins, key)
+            if pin and pin in owners:
+                raise sub["pins"].fail(key, f"BCM{pin} is already {owners[pin]}")
+            if pin:
+                owners[pin] = f"{prefix}.pins.{key}"
+        journal = sec.path("journal_file", None, storage.dir) or \
+            storage.dir / f"journal-{door_id}.db"
+        key_file = sec.path("door_key_file", None, storage.dir) or \
+            storage.dir / f"door-{door_id}.key"
+        for key, path in (("journal_file", journal), ("door_key_file", key_file)):
+            if path in files:
+                raise sec.fail(key, f"{path} is already {files[path]}")
+            files[path] = f"{prefix}.{key}"
+        sec.check_unknown()
+        out.append(replace_paths(spec, journal, key_file))
+    return out
 
 
 def _cards(c: _Section, storage_dir: Path, base: Path) -> CardsConfig:

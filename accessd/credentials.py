@@ -67,6 +67,8 @@ def secret_files(cfg: Config) -> list[tuple[str, Path]]:
     found: list[tuple[str, Path | None]] = [
         ("site.secret_file", cfg.site.secret_file),
         ("site.door_key_file", cfg.site.door_key_file),
+        *((f"doors[{i}].door_key_file", d.door_key_file) for i, d in enumerate(cfg.doors)
+          if cfg.several_doors),
         ("mqtt.password_file", cfg.mqtt.password_file),
         ("mqtt.key_file", cfg.mqtt.key_file),
         ("cards.master_key_file", cfg.cards.master_key_file if cfg.cards.enabled else None),

@@ -128,3 +128,20 @@ class OfficeOwnedError(AccessdError, PermissionError):
 
 class ProposalError(AccessdError, LookupError):
     """A door's proposed change cannot be found, or cannot be approved as it stands."""
+
+
+class BookingError(AccessdError, ValueError):
+    """A booking cannot be taken as given: an unknown room, an end before the start, a revoked
+    member, a calendar or CSV row that means nothing (names the row)."""
+
+
+class UserError(AccessdError, ValueError):
+    """A web user cannot be added or changed as asked (name, role, sites, password)."""
+
+
+class OfficeActionError(AccessdError, ValueError):
+    """An office action on a member cannot be done as asked; `field` names the form field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

@@ -25,6 +25,7 @@ class EventType(StrEnum):
     DOOR_FORCED = "door.forced"
     DOOR_HELD_OPEN_PREALARM = "door.held_open_prealarm"
     DOOR_HELD_OPEN = "door.held_open"
+    DOOR_MODE = "door.mode"  # held unlocked (schedule, host) or locked again: every change
     READER_ONLINE = "reader.online"
     READER_OFFLINE = "reader.offline"
     READER_LOCKOUT = "alarm.reader_lockout"

@@ -131,6 +131,21 @@ REASON_WORDS: dict[Reason, Callable[[Because], str]] = {
     Reason.NOT_AUTHENTICATED: lambda b: (
         "the card proved only its number while an authenticated card is required "
         "(a copy of the card, or an old card: issue one with 'accessd card issue')"),
+    Reason.ACCESS_RIGHT: lambda b: (
+        f"{b.who} holds an extra right at this door, and it was within its hours"),
+    Reason.BOOKING: lambda b: (
+        f"{b.who} booked this room (a booking also opens the entrance), from a little "
+        "before its start until its end"),
+    Reason.RESTRICTED: lambda b: (
+        f"{b.who} has a restriction at this door at that time (set at the office: "
+        "'accessd central right list')"),
+    Reason.DOOR_NOT_ALLOWED: lambda b: (
+        f"{b.who}'s plan does not open this door, and no right or booking does"),
+    Reason.OUTSIDE_WINDOW: lambda b: (
+        f"{b.who}'s extra right at this door was not open at that time"),
+    Reason.OUTSIDE_BOOKING: lambda b: (
+        f"{b.who} has a booking here, but not at that time (it opens from a little before "
+        "its start until its end)"),
 }
 
 
@@ -166,4 +181,10 @@ SHORT_REASONS: dict[str, str] = {
     "replayed": "replayed card message",
     "card_mismatch": "card of another member",
     "not_authenticated": "authenticated card required",
+    "access_right": "extra right",
+    "booking": "booking",
+    "restricted": "restriction",
+    "door_not_allowed": "not this member's door",
+    "outside_window": "outside their extra right's hours",
+    "outside_booking": "outside their booking",
 }

@@ -286,8 +286,11 @@ class SiteFactory:
         return self._member_index[uid]
 
     def site(self, *, readers: list[dict[str, Any]], log_level: str = "INFO",
-             factory: str = "mock", extra: str = "") -> Site:
-        """A fresh directory with the configuration, the site key and a copy of the rules."""
+             factory: str = "mock", extra: str = "",
+             doors: list[dict[str, Any]] | None = None) -> Site:
+        """A fresh directory with the configuration, the site key and a copy of the rules.
+        `doors`: a Pi driving several doors ([[doors]]: id, readers, pins), instead of
+        `readers`."""
         template = self.template()
         self._count += 1
         d = self.root / f"site{self._count}"
@@ -299,13 +302,22 @@ class SiteFactory:
         with os.fdopen(fd, "w") as fh:
             fh.write(SITE_KEY.hex() + "\n")
         lines = [f'log_level = "{log_level}"', "",
-                 "[site]", 'id = "bench"', 'door = "front"', 'timezone = "Europe/Paris"', ""]
-        for r in readers:
+                 "[site]", 'id = "bench"', *([] if doors else ['door = "front"']),
+                 'timezone = "Europe/Paris"', ""]
+        for r in readers if not doors else ():
             lines.append("[[readers]]")
             for k, v in r.items():
                 lines.append(f"{k} = {_toml(v)}")
             lines.append("")
-        lines += ["[lock]", 'type = "fail-secure"', "release_s = 5", "",
+        for door in doors or ():
+            lines += ["[[doors]]", f"id = {_toml(door['id'])}", "[doors.lock]",
+                      'type = "fail-secure"', "release_s = 5", "[doors.pins]"]
+            lines += [f"{k} = {_toml(v)}" for k, v in door["pins"].items()]
+            for r in door["readers"]:
+                lines.append("[[doors.readers]]")
+                lines += [f"{k} = {_toml(v)}" for k, v in r.items()]
+            lines.append("")
+        lines += ([] if doors else ["[lock]", 'type = "fail-secure"', "release_s = 5", ""]) + [
                   "[pins]", f'factory = "{factory}"', "",
                   "[clock]", 'trust = "always"', "",
                   "[storage]", f'dir = "{var}"', "", extra]
@@ -315,6 +327,44 @@ class SiteFactory:
         # fsync, so otherwise the daemon's first journal commits would carry it
         os.sync()
         return Site(d, cfg, list(self.enrolled))
+
+
+# -- door rules: 20 doors, 5,000 time windows, 1,000 bookings (issue 13) ------------------
+
+N_DOORS, N_WINDOWS, N_BOOKINGS = 20, 5_000, 1_000
+
+
+def door_rules(n_members: int, now: Any, seed: int = 13) -> dict[str, Any]:
+    """The access section, rights and bookings of a site with N_DOORS doors (an entrance, a
+    work room, meeting rooms): N_WINDOWS rights and restrictions over the members, and
+    N_BOOKINGS bookings not yet over (a third of them under way at `now`)."""
+    from datetime import timedelta
+
+    from accessd.schema import instant_text
+
+    rng = random.Random(seed)
+    doors = ["entrance", "work", *(f"room-{i:02d}" for i in range(N_DOORS - 2))]
+    access = {"doors": [{"id": d, "kind": "entrance" if d == "entrance" else "room"
+                         if d == "work" else "meeting_room"} for d in doors],
+              "plans": {"occasional": ["entrance", "work"]}, "booking_lead_min": 10}
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    rights = []
+    for i in range(N_WINDOWS):
+        start = rng.randrange(0, 20) * 60
+        rights.append({"id": f"r-{i:05d}", "member_id": f"m-{rng.randrange(n_members):06d}",
+                       "door": rng.choice(["*", *doors]),
+                       "effect": "deny" if i % 5 == 0 else "allow",
+                       "days": ",".join(sorted(rng.sample(days, rng.randint(1, 7)),
+                                               key=days.index)),
+                       "start": f"{start // 60:02d}:00", "end": f"{start // 60 + 4:02d}:00"})
+    bookings = []
+    for i in range(N_BOOKINGS):
+        begin = now + timedelta(minutes=rng.randrange(-60, 60 * 24 * 14))
+        bookings.append({"id": f"b-{i:05d}", "member_id": f"m-{rng.randrange(n_members):06d}",
+                         "door": rng.choice(doors[2:]), "start": instant_text(begin),
+                         "end": instant_text(begin + timedelta(minutes=rng.choice(
+                             [30, 60, 120])))})
+    return {"access": access, "rights": rights, "bookings": bookings, "doors": doors}
 
 
 def _toml(v: Any) -> str:

@@ -665,3 +665,132 @@ def bench_flood(sites: SiteFactory, *, samples: int, warmup: int) -> Result:
                                                       else "")
               + f"; {counters.denied} denials journaled; the member's grant durable after "
               f"the release p50 {dd['p50']} / p99 {dd['p99']} ms" + late_note(late)))
+
+
+# -- decision_multi_us (issue 13) -------------------------------------------------------------
+
+
+def bench_decision_multi(sites: SiteFactory, *, samples: int, warmup: int) -> Result:
+    """decision_us with door rules: 20 doors, 5,000 rights and restrictions, 1,000 bookings
+    not yet over (a third under way), 100,000 credentials. Each sample is what the
+    controller does for a tap: the keyed hash, the door's rules (`RuleView.access`), the
+    schedule, the card's row with the member's windows and bookings at that door, decide()."""
+    import json
+
+    from accessd.config import load_config
+    from accessd.credentials import CredentialHasher
+    from accessd.daemon.ruleview import RuleView
+    from accessd.daemon.service import config_schedule
+    from accessd.decision import decide
+    from accessd.events import utcnow
+    from accessd.schema import BOOKINGS, RIGHTS, upsert
+    from accessd.store.rules import RuleCache
+    from benchmarks.common import N_BOOKINGS, N_DOORS, N_WINDOWS, door_rules
+
+    rng = random.Random(12)
+    site = sites.site(readers=[{"name": "door", "type": "simulated"}])
+    cfg = load_config(site.config)
+    rules = RuleCache(cfg.storage.rules_db)
+    now = utcnow()
+    data = door_rules(sites.n, now)
+    with rules.transaction() as conn:  # as a rule sync leaves them
+        conn.executemany(upsert(RIGHTS, office=False),
+                         [tuple(r.get(n) for n in RIGHTS.names("door")) for r in data["rights"]])
+        conn.executemany(upsert(BOOKINGS, office=False),
+                         [tuple(b.get(n) for n in BOOKINGS.names("door"))
+                          for b in data["bookings"]])
+        rules.set_meta(conn, "access", json.dumps(data["access"], sort_keys=True))
+    hasher = CredentialHasher(SITE_KEY)
+    view = RuleView(rules, config_schedule(cfg), lambda *_: None)
+    index = {sites.member_of(u): u for u in site.enrolled}
+    busy = [index[m] for m in {r["member_id"] for r in data["rights"]}
+            | {b["member_id"] for b in data["bookings"]} if m in index]
+    # 45 % members with windows or bookings, 45 % others, 10 % unknown cards; a random door
+    picks = []
+    for _ in range(warmup + samples):
+        r = rng.random()
+        uid = rng.choice(busy) if r < 0.45 else rng.choice(site.enrolled) if r < 0.9 \
+            else random_uid(rng)
+        picks.append((uid, rng.choice(data["doors"])))
+    perf = time.perf_counter_ns
+    out = Samples(None, warmup=warmup)
+    reasons: dict[str, int] = {}
+    try:
+        for i, (uid, door) in enumerate(picks):
+            t0 = perf()
+            access = view.access(door)
+            record = view.lookup(hasher(uid), access)
+            decision = decide(record, now=now, clock_trusted=True, schedule=view.schedule(),
+                              door=access)
+            t1 = perf()
+            out.add((t1 - t0) / 1000.0)
+            if i >= warmup:
+                reasons[str(decision.reason)] = reasons.get(str(decision.reason), 0) + 1
+    finally:
+        rules.close()
+    d = out.dist(2)
+    top = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:6])
+    return Result("decision_multi_us",
+                  f"decision_us with door rules: {N_DOORS} doors, {N_WINDOWS:,} windows, "
+                  f"{N_BOOKINGS:,} bookings, 100k credentials", d, "p99 <= 50 us",
+                  d["p99"] <= 50.0, note=f"reasons: {top}")
+
+
+# -- tap_to_release_multi_ms (issue 13) -------------------------------------------------------
+
+
+def bench_tap_multi(sites: SiteFactory, *, samples: int, warmup: int,
+                    n_doors: int = 4) -> Result:
+    """tap_to_release_ms on a Pi driving four doors: the same frame on one door's reader,
+    timed to that door's relay pin; the doors take turns, and a tap counts only once its
+    grant is journalled at that door and no other door's relay moved."""
+    rng = random.Random(14)
+    cards = Cards(sites.members_subscribers(), rng)
+    ptys = [Pty() for _ in range(n_doors)]
+    relays = [17, 5, 19, 23][:n_doors]
+    doors = [{"id": f"door{i}", "readers": [{"name": f"r{i}", "type": "serial",
+                                             "port": ptys[i].path, "hold_off_s": 2.0}],
+              "pins": {"lock_relay": relays[i], "door_contact": 0, "exit_button": 0}}
+             for i in range(n_doors)]
+    site = sites.site(readers=[], doors=doors, factory="default")
+    d = InProcessDaemon(site.config, site.dir / "daemon.log")
+    from gpiozero import Device
+
+    stamps = [Stamp() for _ in range(n_doors)]
+    pins = [Device.pin_factory.pin(p) for p in relays]
+    for pin, stamp in zip(pins, stamps, strict=True):
+        pin.on_high = stamp.set
+    for unit in d.daemon.doors[1:]:
+        unit.controller.listeners.append(d._journaled)
+    out = Samples(WAIT_MS, warmup=warmup)
+    try:
+        d.wait_readers_online()
+        for n in range(warmup + samples):
+            i = n % n_doors
+            uid = cards.next()
+            member = sites.member_of(uid)
+            since = d.mark()
+            others = [len(p.highs) for p in pins]
+            t0, t1 = tap_times(ptys[i], em4100_frame(uid), stamps[i])
+            entry = d.wait_entry(lambda e, i=i, member=member: granted_to(member)(e)
+                                 and e.door == f"door{i}", since)
+            moved = [j for j, p in enumerate(pins) if j != i and len(p.highs) != others[j]]
+            if t1 is None:
+                out.lose("relay never rose")
+            elif entry is None:
+                out.lose("no grant journalled at the door")
+            elif moved:
+                out.lose(f"another door's relay moved: {moved}")
+            else:
+                out.add((t1 - t0) * 1000.0)
+            d.daemon.doors[i].hardware.relay.lock()
+            time.sleep(rng.uniform(0.005, 0.020))
+    finally:
+        d.close()
+        for p in ptys:
+            p.close()
+    v = out.dist()
+    return Result("tap_to_release_multi_ms",
+                  f"tap_to_release_ms on a Pi driving {n_doors} doors (each its reader, relay, "
+                  "journal), doors in turn, 100k credentials", v, "p99 <= 2 ms",
+                  v["p99"] <= 2.0, note="compare with tap_to_release_ms of the same run")

@@ -34,7 +34,8 @@ KEYS = (
     "event_to_central_ms", "snapshot_apply_s",
     "decision_during_sync_ms", "outbox_drain_events_per_s", "central_ingest_events_per_s",
     "central_ingest_pg_events_per_s", "rss_mib", "startup_s", "unknown_flood_decision_ms",
-    "secure_tap_cpu_ms",
+    "secure_tap_cpu_ms", "web_page_ms", "web_page_pg_ms", "tap_to_browser_ms",
+    "decision_multi_us", "tap_to_release_multi_ms",
 )
 
 
@@ -56,6 +57,13 @@ DESCRIBE = {
                                   "p99 <= 5 ms"),
     "secure_tap_cpu_ms": ("door CPU per authenticated tap (NTAG 424 DNA, DESFire)",
                           "p99 <= 5 ms"),
+    "web_page_ms": ("office web pages, 20 sites / ~2M events, SQLite", "p95 <= 300 ms"),
+    "web_page_pg_ms": ("office web pages, 20 sites / ~2M events, PostgreSQL", "p95 <= 300 ms"),
+    "tap_to_browser_ms": ("tap at a real door -> row shown in Chromium", "p99 <= 1000 ms"),
+    "decision_multi_us": ("decision_us with 20 doors, 5,000 windows, 1,000 bookings",
+                          "p99 <= 50 us"),
+    "tap_to_release_multi_ms": ("tap -> its door's relay on a Pi driving 4 doors",
+                                "p99 <= 2 ms"),
 }
 
 
@@ -69,21 +77,27 @@ class Plan:
     startup_runs: int
     rss_taps: int
     network: dict[str, Any]
+    web: dict[str, Any]
 
 
 FULL = Plan(tap_samples=1200, tap_warmup=100, slow_tap_samples=600, decision_samples=50_000,
             flood_samples=250,
             startup_runs=5, rss_taps=300,
             network={"events": 200, "outbox_events": 100_000, "ingest_doors": 50,
-                     "ingest_events": 40_000, "snapshot": 100_000, "sync_runs": 2})
+                     "ingest_events": 40_000, "snapshot": 100_000, "sync_runs": 2},
+            web={"page_rounds": 60, "page_warmup": 5, "taps": 150, "tap_warmup": 10,
+                 "sites_n": 20, "days": 365})
 QUICK = Plan(tap_samples=150, tap_warmup=20, slow_tap_samples=60, decision_samples=5_000,
              flood_samples=30,
              startup_runs=3, rss_taps=60,
              network={"events": 40, "outbox_events": 5_000, "ingest_doors": 10,
-                      "ingest_events": 5_000, "snapshot": 100_000, "sync_runs": 1})
+                      "ingest_events": 5_000, "snapshot": 100_000, "sync_runs": 1},
+             web={"page_rounds": 15, "page_warmup": 3, "taps": 30, "tap_warmup": 5,
+                  "sites_n": 3, "days": 60})
 
 
-GROUPS = ("tap", "slow", "decision", "flood", "startup", "rss", "network", "secure")
+GROUPS = ("tap", "slow", "decision", "flood", "startup", "rss", "network", "secure", "web",
+          "doors")
 SLOW_DELAYS_MS = (50.0, 200.0)  # an SD card's fsync under write load: tens to hundreds of ms
 SHIMMED = ("tap", "flood")  # the groups --fsync-delay-ms can run under the storage shim
 
@@ -94,7 +108,7 @@ def log(msg: str) -> None:
 
 def _groups(plan: Plan, sites: SiteFactory, fsync_delay_ms: float | None = None
             ) -> list[tuple[str, tuple[str, ...], Callable[[], list[Result]]]]:
-    from benchmarks import door, network, proc, secure, slow
+    from benchmarks import door, network, proc, secure, slow, web
 
     def tap() -> list[Result]:
         if fsync_delay_ms is None:
@@ -124,6 +138,12 @@ def _groups(plan: Plan, sites: SiteFactory, fsync_delay_ms: float | None = None
         ("secure", ("secure_tap_cpu_ms",),
          lambda: [secure.bench_secure_tap(sites, samples=max(40, plan.tap_samples // 4),
                                           warmup=max(10, plan.tap_warmup // 4))]),
+        ("web", web.KEYS, lambda: web.bench_all(sites, **plan.web)),
+        ("doors", ("decision_multi_us", "tap_to_release_multi_ms"),
+         lambda: [door.bench_decision_multi(sites, samples=plan.decision_samples,
+                                            warmup=max(500, plan.decision_samples // 20)),
+                  door.bench_tap_multi(sites, samples=max(100, plan.tap_samples // 2),
+                                       warmup=max(20, plan.tap_warmup // 2))]),
     ]
 
 

@@ -23,8 +23,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
-# Journal event types that explain an energised relay.
+# Journal event types that explain an energised relay; and the door modes (`door.mode`
+# entries) that hold it energised: the unlock schedule and the host's hold, nothing else.
 RELEASE_REASONS = ("access.granted", "exit.request", "lock.manual_release", "lock.remote_release")
+RELEASE_MODES = ("unlocked", "held_open")
 
 
 @dataclass
@@ -46,8 +48,11 @@ class Life:
         conn = sqlite3.connect(f"file:{self.journal_path}?mode=ro", uri=True, timeout=10)
         try:
             marks = ",".join("?" * len(RELEASE_REASONS))
-            rows = conn.execute(f"SELECT seq, ts FROM events WHERE type IN ({marks})",
-                                RELEASE_REASONS).fetchall()
+            modes = ",".join("?" * len(RELEASE_MODES))
+            rows = conn.execute(
+                f"SELECT seq, ts FROM events WHERE type IN ({marks}) OR (type = 'door.mode' "
+                f"AND json_extract(detail, '$.mode') IN ({modes}))",
+                (*RELEASE_REASONS, *RELEASE_MODES)).fetchall()
         except sqlite3.Error:
             rows = []
         finally:

@@ -1,5 +1,6 @@
 """Unintended release: every energisation of the relay, in every daemon life of this run, has a
-reason in the journal (a grant, an exit request, a logged manual or remote release).
+reason in the journal (a grant, an exit request, a logged manual or remote release, or a
+`door.mode` entry that holds the door unlocked: its unlock schedule or the host's hold).
 
 The relay's own log line ("door released (BCMn)", written inside LockRelay.release) gives the
 moment of each energisation; the journal gives the reasons. Each release is matched to a
@@ -48,7 +49,7 @@ def audit(lives: list[Life]) -> tuple[int, int, list[str]]:
                 lost += 1
                 continue
             bad.append(f"{life.log_path.name}: relay energised at {t.isoformat()} "
-                       "with no grant, exit request or manual release")
+                       "with no grant, exit request, manual release or unlocked mode")
     return checked, lost, bad
 
 
@@ -79,8 +80,8 @@ def _own_workload(ctx: Context) -> None:
 
 
 @scenario("unintended_release",
-          "every relay energisation (all daemon lives of the run) has a grant, exit request "
-          "or logged manual release", order=90)
+          "every relay energisation (all daemon lives of the run) has a grant, exit request, "
+          "logged manual release or unlocked door mode", order=90)
 def unintended_release(ctx: Context, res: Result) -> None:
     if not LIVES:
         _own_workload(ctx)

@@ -71,13 +71,13 @@ def make_tls(folder: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def door_acl(site: str, door: str, prefix: str = PREFIX) -> str:
+def door_acl(site: str, door: str, prefix: str = PREFIX, user: str | None = None) -> str:
     from accessd.uplink.homeassistant import legacy_node_id, node_id
 
     base = f"{prefix}/{site}/{door}"
     nodes = dict.fromkeys((node_id(site, door), legacy_node_id(site, door)))
     return "\n".join([
-        f"user door-{site}-{door}",
+        *([f"user {user or f'door-{site}-{door}'}"] if user != "" else []),
         f"topic write {base}/event", f"topic readwrite {base}/status",
         f"topic read {base}/ack", f"topic read {base}/command", f"topic read {base}/ha/release",
         f"topic read {prefix}/{site}/rules/snapshot", f"topic read {prefix}/{site}/rules/delta",
@@ -88,7 +88,10 @@ def door_acl(site: str, door: str, prefix: str = PREFIX) -> str:
 class Broker:
     def __init__(self, folder: Path, *, persistence: bool = True,
                  doors: tuple[tuple[str, str], ...] = (("s1", "d1"),),
-                 max_queued: int = 100000) -> None:
+                 max_queued: int = 100000,
+                 pis: dict[str, tuple[tuple[str, str], ...]] | None = None) -> None:
+        """`pis`: logins of Pis that drive several doors (user -> its doors), each allowed
+        every topic of each of its doors."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -97,6 +100,8 @@ class Broker:
         self.users = {"central": "central-pw", "homeassistant": "ha-pw", "intruder": "x-pw"}
         for site, door in doors:
             self.users[f"door-{site}-{door}"] = f"pw-{site}-{door}"
+        for user in pis or {}:
+            self.users[user] = f"pw-{user}"
         pwfile = folder / "passwd"
         pwfile.write_text("")
         for user, password in self.users.items():
@@ -108,7 +113,9 @@ class Broker:
             f"topic read $share/+/{PREFIX}/#\n\n"
             f"user homeassistant\ntopic read {PREFIX}/+/+/status\ntopic read homeassistant/#\n"
             + "".join(f"topic write {PREFIX}/{s}/{d}/ha/release\n" for s, d in doors) + "\n"
-            + "\n".join(door_acl(s, d) for s, d in doors))
+            + "\n".join(door_acl(s, d) for s, d in doors)
+            + "".join(f"\nuser {user}\n" + "\n".join(door_acl(s, d, user="") for s, d in pi)
+                      for user, pi in (pis or {}).items()))
         (folder / "data").mkdir(exist_ok=True)
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text(f"""
@@ -187,9 +194,10 @@ needs_mosquitto = pytest.mark.skipif(
 
 def run_broker(folder: Path, *, persistence: bool = True,
                doors: tuple[tuple[str, str], ...] = (("s1", "d1"), ("s1", "d2")),
+               pis: dict[str, tuple[tuple[str, str], ...]] | None = None,
                ) -> Iterator[Broker]:
     """Body of a test module's `broker` fixture: started, then always stopped."""
-    b = Broker(folder, persistence=persistence, doors=doors)
+    b = Broker(folder, persistence=persistence, doors=doors, pis=pis)
     b.start()
     try:
         yield b

@@ -25,7 +25,9 @@ from benchmarks.run import KEYS, as_json, combine_runs, exit_status, table  # no
 
 DISTRIBUTIONS = ("floor_ms", "tap_to_release_ms", "tap_to_release_slow_storage_ms",
                  "decision_us", "event_to_central_ms",
-                 "decision_during_sync_ms", "unknown_flood_decision_ms", "secure_tap_cpu_ms")
+                 "decision_during_sync_ms", "unknown_flood_decision_ms", "secure_tap_cpu_ms",
+                 "decision_multi_us", "tap_to_release_multi_ms",
+                 "web_page_ms", "web_page_pg_ms", "tap_to_browser_ms")
 VALUES = ("snapshot_apply_s", "outbox_drain_events_per_s", "central_ingest_events_per_s",
           "central_ingest_pg_events_per_s", "rss_mib", "startup_s")
 

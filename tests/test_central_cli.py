@@ -126,8 +126,10 @@ def test_report_counts_visits_and_closes_those_without_exit(tmp_path, capsys, of
     assert code == 0
     lines = out.strip().splitlines()
     assert lines[0] == ("site,month,member_id,member_name,visits,hours,"
-                        "visits_closed_at_closing_time,visits_without_end")
-    assert lines[1:] == ["s1,2026-11,max,Max,1,1.25,0,0", "s1,2026-11,zoe,Zoe,2,6.5,1,0"]
+                        "visits_closed_at_closing_time,visits_without_end,booked_hours,billing,"
+                        "billed_hours")
+    assert lines[1:] == ["s1,2026-11,max,Max,1,1.25,0,0,0.0,measured,1.25",
+                         "s1,2026-11,zoe,Zoe,2,6.5,1,0,0.0,measured,6.5"]
     code, out, _ = run(capsys, "report", "--store", str(office["db"]), "--site", "s1",
                        "--month", "2026-11", "--visits")
     assert "closed at closing time" in out and out.count("\n") == 3

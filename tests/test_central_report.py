@@ -64,7 +64,8 @@ def test_the_documented_example_in_progress_then_closed_at_closing_time(store):
     assert monthly_hours(store, "s1", "2026-11", now=at(3, 18, 30)) == [{
         "site": "s1", "month": "2026-11", "member_id": "zoe", "member_name": "Zoe",
         "visits": 1, "hours": 4.0, "visits_closed_at_closing_time": 1,
-        "visits_without_end": 0}]
+        "visits_without_end": 0, "booked_hours": 0.0, "billing": "measured",
+        "billed_hours": 4.0}]
     # with an exit reader, her exit at 16:30 ends the visit: billed from then on
     store.store_events([event(3, at(3, 16, 30), "zoe", reason="exit")])
     v, = monthly_visits(store, "s1", "2026-11", now=at(3, 16, 31))

@@ -90,6 +90,8 @@ def test_a_stale_options_table_is_reported_where_it_is(tmp_path: Path,
 # -- the configuration -------------------------------------------------------------------------
 
 MINIMAL = '[[readers]]\nport = "/dev/ttyX"\n'  # the only required key: one reader
+MULTI = '[[doors]]\nid = "a"\n[[doors.readers]]\nport = "/dev/ttyX"\n'  # the [[doors]] form
+UNLOCK = '[unlock]\nstart = "09:00"\nend = "12:00"\n'
 
 
 def code_keys() -> dict[str, tuple[str, ...]]:
@@ -101,6 +103,9 @@ def code_keys() -> dict[str, tuple[str, ...]]:
             continue
         kind = hints[f.name]
         args = typing.get_args(kind)
+        if type(None) in args:  # an optional table ([unlock])
+            kind = next(a for a in args if a is not type(None))
+            args = ()
         if typing.get_origin(kind) is tuple and args:
             kind = args[0]  # readers: tuple[ReaderConfig, ...], an array of tables
             out[""] = (*out[""], f.name)  # listed at the top level too
@@ -111,9 +116,20 @@ def code_keys() -> dict[str, tuple[str, ...]]:
     return out
 
 
+TABLES = ("readers", "doors", "lock", "pins", "door", "unlock")  # tables, not values
+
+
+def _table_key(section: str, key: str) -> bool:
+    return key in TABLES and section in ("", "doors")
+
+
 def code_default(section: str, key: str) -> Any:
     """What the code uses when the file does not set the key (a file with one reader)."""
     cfg = parse_config(MINIMAL, base=Path("/etc/accessd"))
+    if section == "doors":
+        return getattr(parse_config(MULTI, base=Path("/etc/accessd")).doors[0], key)
+    if section == "unlock":
+        return getattr(parse_config(MINIMAL + UNLOCK, base=Path("/etc/accessd")).unlock, key)
     if section == "readers":
         if key == "port":  # required for a serial reader: the default only shows elsewhere
             return parse_config('[[readers]]\ntype = "simulated"\n').readers[0].port
@@ -144,12 +160,12 @@ def _templated(text: str) -> str:
     """`<storage.dir>/site.key`, `reader<N>`: the code's derived defaults, as the docs say."""
     storage = str(code_default("storage", "dir"))
     return (text.replace("<storage.dir>", storage).replace("<dir>", storage)
-            .replace("<N>", "0"))
+            .replace("<N>", "0").replace("<id>", "a"))
 
 
 def default_problem(section: str, key: str, cell: str) -> str | None:
     """None if the documented default `cell` is the code's; else what differs."""
-    code = _plain(code_default(section, key)) if key != "readers" else None
+    code = None if _table_key(section, key) else _plain(code_default(section, key))
     cell = cell.strip()
     if "(required)" in cell:
         try:
@@ -205,7 +221,7 @@ def test_every_config_key_is_documented_with_its_default() -> None:
             continue
         for key in keys:
             if key not in docs[section]:
-                default = _plain(code_default(section, key)) if key != "readers" else "-"
+                default = "-" if _table_key(section, key) else _plain(code_default(section, key))
                 wrong.append(f"docs/configuration.md, {where}: no row for `{key}` (the code's "
                              f"default: {default!r})")
             elif (why := default_problem(section, key, docs[section][key])) is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from rights_helpers import SITE, Office
@@ -199,7 +200,8 @@ def test_auto_restricted_policy_admits_new_members_as_occasional_for_a_while(off
     office.publish_to_all()
     row = b.rules.member(m.id)
     assert row.plan is Plan.OCCASIONAL and row.valid_until is not None
-    assert (row.valid_until - utcnow().date()).days <= 30
+    tz = ZoneInfo((office.store.site(SITE) or {}).get("timezone") or "UTC")
+    assert (row.valid_until - datetime.now(tz).date()).days <= 30  # the site's date, not UTC's
     assert b.opens(NEW, DAY) and not b.opens(NEW, EVENING)
     assert a.opens(NEW, EVENING), "its own door keeps what the host enrolled"
     assert not b.opens(EXTRA, DAY) and not b.opens(SAM, DAY)  # office members: approval

@@ -46,7 +46,8 @@ def test_enroll_lookup_and_status(rules: RuleCache) -> None:
     assert rules.lookup(H2) is None
     with pytest.raises(DuplicateCredential):
         rules.enroll(name="Bob", plan=Plan.SUBSCRIBER, credential_hash=H1)
-    assert rules.counts() == {"members": 1, "credentials": 1}  # the failed enrolment left nothing
+    # the failed enrolment left nothing
+    assert rules.counts() == {"members": 1, "credentials": 1, "rights": 0, "bookings": 0}
     rules.enroll(name="Ana", plan=Plan.OCCASIONAL, credential_hash=H2, member_id=m.id)
     assert len(rules.member(m.id).credentials) == 2
     rules.set_member_status(m.id, Status.SUSPENDED)

@@ -20,8 +20,12 @@ from typing import Any
 
 from accessd.cli.main import Parser, UsageError, error, positive_int
 from accessd.errors import AccessdError
+from accessd.schema import BOOKINGS, MEMBERS, RIGHTS, add_options, cli_values
 
 DEFAULT_STORE = "accessd-central.db"
+# `member set` takes every member field that has an option in the member schema
+MEMBER_OPTIONS = tuple(f.name for f in MEMBERS.fields if f.cli)
+RIGHT_OPTIONS = tuple(f.name for f in RIGHTS.fields if f.cli)
 ENV_STORE = "ACCESSD_CENTRAL_STORE"
 
 
@@ -47,6 +51,15 @@ def _broker_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--client-key", type=Path, help="client certificate's private key")
     g.add_argument("--no-tls", action="store_true", help="plain TCP (tests, localhost only)")
     g.add_argument("--prefix", default="accessd", help="topic prefix (default accessd)")
+
+
+def _publish_opts(p: argparse.ArgumentParser) -> None:
+    """--key (sign and send the change at once) and the broker options."""
+    p.add_argument("--key", type=Path, help="the office's private key: publish the change at "
+                                            "once (a delta)")
+    p.add_argument("--no-send", action="store_true",
+                   help="with --key: record the signed version without sending it")
+    _broker_opts(p)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -125,6 +138,11 @@ def cmd_door(args: argparse.Namespace) -> int:
                 raise CentralError(f"no key {args.key_id} for {args.site}/{args.door}")
             print(f"key {args.key_id} of {args.site}/{args.door} removed: events it signs are "
                   "refused from now on")
+        elif args.door_command == "set":
+            closures = args.closures.split(",") if args.closures is not None else None
+            row = store.rooms.set_door(args.site, args.door, args.kind, name=args.name,
+                                       closures=closures)
+            print(json.dumps(row, sort_keys=True, ensure_ascii=False))
         else:
             rows = store.door_keys(args.site, args.door)
             for r in rows:
@@ -265,9 +283,20 @@ def cmd_site(args: argparse.Namespace) -> int:
             current = store.door_policy(args.site)
             store.set_door_policy(args.site, args.door_enrolments or current["door_enrolments"],
                                   args.door_enrolment_days or current["days"])
+        plans = {}
+        for item in args.plan_doors or ():
+            plan, _, doors = item.partition("=")
+            plans[plan.strip()] = [d.strip() for d in doors.split(",") if d.strip()]
+        if plans or args.booking_lead is not None or args.billing:
+            store.rooms.set_access(args.site, plans=plans, booking_lead_min=args.booking_lead,
+                                   billing=args.billing)
         info = store.site(args.site) or {}
         info["credential_key"] = "<set>" if info.get("credential_key") else None
         info["door_enrolments"] = store.door_policy(args.site)
+        info.pop("access", None)
+        info.pop("billing", None)
+        info.update(store.rooms.settings(args.site))
+        info["doors"] = store.rooms.doors(args.site)
         print(json.dumps(info, indent=2))
     finally:
         store.close()
@@ -311,6 +340,196 @@ def cmd_publish(args: argparse.Namespace) -> int:
         raise CentralError(str(exc)) from None
     print(f"published to {args.prefix}/{args.site}/rules/")
     return 0
+
+
+def add_member_edit(members: Any) -> None:
+    """`member set` and `member list` beside the office's `member export|erase`
+    (accessd.central.officecli): one member at a time, options from the member schema."""
+    m = members.add_parser("set", help="create or change a member (the fields given)",
+                           description="Create or change one member at the office: the "
+                                       "fields given change, the others stay. Its cards and "
+                                       "status change with the members file and `revoke`.")
+    _store_opt(m)
+    m.add_argument("--site", required=True, help="site id")
+    m.add_argument("--id", required=True, help="member id")
+    add_options(m, MEMBERS, MEMBER_OPTIONS)
+    m.add_argument("--json", action="store_true", help="print the member as JSON")
+    m = members.add_parser("list", help="the site's members",
+                           description="The site's members, every field the office keeps.")
+    _store_opt(m)
+    m.add_argument("--site", required=True, help="site id")
+    m.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def cmd_member_edit(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        if args.member_command == "set":
+            values = cli_values(MEMBERS, args, MEMBER_OPTIONS)
+            row = store.set_member(args.site, args.id, values)
+            print(json.dumps(row, sort_keys=True, ensure_ascii=False) if args.json else
+                  f"member {row['id']} saved; run `accessd central publish` to send it")
+            return 0
+        rows = store.members(args.site)
+    finally:
+        store.close()
+    for r in rows:
+        print(json.dumps(r, sort_keys=True, ensure_ascii=False) if args.json else
+              "  ".join(str(r[c] or "-") for c in ("id", "name", "plan", "status")))
+    if not rows and not args.json:
+        print(f"no member at {args.site}", file=sys.stderr)
+    return 0
+
+
+def _site_tz(store: Any, site: str) -> Any:
+    from accessd.central.report import site_schedule
+
+    return site_schedule(store, site).tz
+
+
+def _publish_after(store: Any, args: argparse.Namespace, what: str) -> None:
+    """With --key: sign and send the change now (a delta, and the snapshot)."""
+    from accessd.central import publisher
+    from accessd.protocol.signing import OfficeKey
+
+    if not getattr(args, "key", None):
+        print(f"{what}; run `accessd central publish --delta` to send it to the doors",
+              file=sys.stderr)
+        return
+    docs = publisher.build(store, OfficeKey.load(args.key), args.site, delta=True)
+    print(f"{what}; rules version {docs.version} ({docs.changes} changes)", file=sys.stderr)
+    if args.no_send:
+        return
+    try:
+        publisher.send(docs, _settings(args), prefix=args.prefix)
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        raise CentralError(f"{exc} (version {docs.version} is recorded: publish again)"
+                           ) from None
+    print(f"published to {args.prefix}/{args.site}/rules/", file=sys.stderr)
+
+
+def cmd_right(args: argparse.Namespace) -> int:
+    from accessd.schema import RIGHTS
+
+    store = _open(args)
+    try:
+        if args.right_command == "add":
+            row = store.rooms.add_right(args.site, cli_values(RIGHTS, args, RIGHT_OPTIONS))
+            print(json.dumps(row, sort_keys=True) if args.json else
+                  f"{row['effect']} {row['member_id']} at {row['door']} saved as {row['id']}")
+            _publish_after(store, args, "the right is recorded")
+            return 0
+        if args.right_command == "remove":
+            if not store.rooms.remove_right(args.site, args.id):
+                raise CentralError(f"no right {args.id} at {args.site}")
+            _publish_after(store, args, f"right {args.id} removed")
+            return 0
+        rows = store.rooms.rights(args.site, args.member)
+    finally:
+        store.close()
+    for r in rows:
+        print(json.dumps(r, sort_keys=True) if args.json else
+              f"{r['id']}  {r['member_id']:<12} {r['effect']:<5} {r['door']:<10} "
+              f"{r['days'] or 'every day'} {r['start'] or '00:00'}-{r['end'] or '24:00'} "
+              f"valid {r['valid_from'] or '…'} → {r['valid_until'] or '…'}"
+              + (f"  ({r['note']})" if r["note"] else ""))
+    return 0
+
+
+def cmd_booking(args: argparse.Namespace) -> int:
+    from accessd.central.bookings import parse_local
+
+    store = _open(args)
+    try:
+        tz = _site_tz(store, args.site)
+        if args.booking_command == "add":
+            start = parse_local(args.start, tz, "--start")
+            end = parse_local(args.end, tz, "--end")
+            row = store.rooms.add_booking(args.site, member_id=args.member_id, door=args.door,
+                                          start=start, end=end, summary=args.summary,
+                                          booking_id=args.id)
+            print(json.dumps(row, sort_keys=True) if args.json else
+                  f"booking {row['id']}: {row['member_id']} in {row['door']} "
+                  f"{_local(row['start'], tz)} → {_local(row['end'], tz)[11:]}")
+            _publish_after(store, args, "the booking is recorded")
+        elif args.booking_command == "cancel":
+            if not args.key and not args.no_publish:
+                raise CentralError("a cancellation goes to the doors at once: give --key "
+                                   "(and the broker options), or --no-publish to record it "
+                                   "only")
+            row = store.rooms.cancel_booking(args.site, args.id)
+            print(f"booking {row['id']} cancelled")
+            _publish_after(store, args, "the cancellation is recorded")
+        elif args.booking_command == "import":
+            _import_bookings(store, args, tz)
+        else:
+            since = _since(args.since) or datetime.now(UTC)
+            rows = store.rooms.bookings(args.site, since=since, member_id=args.member,
+                                        door=args.door,
+                                        status=None if args.all else "active")
+            for r in rows:
+                print(json.dumps(r, sort_keys=True, ensure_ascii=False) if args.json else
+                      f"{r['id']}  {_local(r['start'], tz)} → {_local(r['end'], tz)[11:]}  "
+                      f"{r['door']:<10} {r['member_id']:<12} {r['status']:<9} "
+                      f"{r['summary'] or ''}")
+            if not rows and not args.json:
+                print("no booking", file=sys.stderr)
+    finally:
+        store.close()
+    return 0
+
+
+def _local(instant: str, tz: Any) -> str:
+    from accessd.events import parse_ts
+
+    return parse_ts(instant).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _import_bookings(store: Any, args: argparse.Namespace, tz: Any) -> None:
+    from accessd.central.bookings import fetch, read_csv, read_ics
+
+    emails = {str(m["email"]).lower(): m["id"] for m in store.members(args.site)
+              if m.get("email")}
+    if args.csv:
+        parsed = read_csv(args.csv, tz, emails)
+        source = f"csv:{args.csv.name}"
+    else:
+        doors = {}
+        for d in store.rooms.doors(args.site):
+            doors[d["door"]] = d["door"]
+            if d["name"]:
+                doors[str(d["name"]).lower()] = d["door"]
+        if args.url:
+            data, source = fetch(args.url), f"ics:{args.url}"
+        else:
+            try:
+                data = args.ics.read_bytes()
+            except OSError as exc:
+                raise CentralError(f"{args.ics}: cannot read: {exc.strerror}") from None
+            source = f"ics:{args.ics.name}"
+        parsed = read_ics(data, tz, emails=emails, doors=doors, door=args.door,
+                          horizon_days=args.horizon)
+        if args.door:
+            source += f"#{args.door}"
+    usable = []
+    for row in parsed.rows:  # a row the office refuses (unknown room or member) is skipped
+        try:
+            store.rooms._member(args.site, row["member_id"])
+            room = store.rooms.door(args.site, row["door"])
+            if room is None or room["kind"] != "meeting_room":
+                raise CentralError(f"{row['door']!r} is not a meeting room of {args.site}")
+        except (AccessdError, ValueError) as exc:
+            parsed.skipped.append(f"{row.get('summary') or row['id']}: {exc}")
+            continue
+        usable.append(row)
+    counts = store.rooms.sync_source(args.site, source, usable)
+    for line in parsed.skipped:
+        print(f"skipped: {line}", file=sys.stderr)
+    print(f"{source}: {counts['added']} added, {counts['changed']} changed, "
+          f"{counts['cancelled']} cancelled, {counts['unchanged']} unchanged, "
+          f"{len(parsed.skipped)} skipped")
+    if counts["added"] or counts["changed"] or counts["cancelled"]:
+        _publish_after(store, args, "the bookings are recorded")
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
@@ -423,10 +642,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         VISIT_COLUMNS,
         monthly_billing,
     )
+    from accessd.central.retention import frozen_lines
 
     store = _open(args)
     try:
         billing = monthly_billing(store, args.site, args.month)
+        frozen = frozen_lines(store, args.site, args.month)  # kept once the month is done
     finally:
         store.close()
     tz = billing.schedule.tz
@@ -448,7 +669,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                  "hours": round(v.hours, 2), "closed_by": v.closed_by} for v in shown]
         columns = VISIT_COLUMNS
     else:
-        rows, columns = billing.rows(), HOURS_COLUMNS
+        rows, columns = (frozen if frozen is not None else billing.rows()), HOURS_COLUMNS
     if args.csv:
         w = csv.DictWriter(sys.stdout, fieldnames=list(columns), lineterminator="\n")
         w.writeheader()
@@ -467,8 +688,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             notes = [f"{n} {what}" for n, what in (
                 (r["visits_closed_at_closing_time"], "without exit"),
                 (r["visits_without_end"], "not billed: no end")) if n]
+            booked = (f"  booked {r['booked_hours']:7.2f} h  billed {r['billed_hours']:7.2f} h "
+                      f"({r['billing']})" if r["booked_hours"] or r["billing"] == "booked"
+                      else "")
             print(f"{r['member_name']:<30} {r['visits']:3} visits {r['hours']:7.2f} h"
-                  + (f"  ({', '.join(notes)})" if notes else ""))
+                  + booked + (f"  ({', '.join(notes)})" if notes else ""))
     return 0
 
 
@@ -537,6 +761,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                       help="the line `accessd door-key` printed at the door")
     line.add_argument("--public-key-file", type=Path, metavar="FILE",
                       help="a file holding that line")
+    d = doors.add_parser("set", help="describe a door: entrance, work room or meeting room",
+                         description="Register or change a door of the site: its kind "
+                                     "(a booking of any room opens the entrances; meeting "
+                                     "rooms are bookable), name and closed days.")
+    _store_opt(d)
+    d.add_argument("--site", required=True, help="site id")
+    d.add_argument("--door", required=True, help="door id")
+    d.add_argument("--kind", required=True, choices=("entrance", "room", "meeting_room"),
+                   help="entrance, room (a work room) or meeting_room (bookable)")
+    d.add_argument("--name", help="display name (a calendar's LOCATION may name it)")
+    d.add_argument("--closures", help="days this door is closed to opening-hours access, "
+                                      "comma separated YYYY-MM-DD ('' clears)")
     d = doors.add_parser("list", help="the registered keys",
                          description="The registered door keys.")
     _store_opt(d)
@@ -594,6 +830,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "as occasional, for --door-enrolment-days)")
     p.add_argument("--door-enrolment-days", type=int, metavar="N",
                    help="auto-restricted: days a new member is admitted for (default 30)")
+    p.add_argument("--plan-doors", action="append", metavar="PLAN=DOORS",
+                   help="the doors a plan gives (its access group), e.g. "
+                        "occasional=entrance,work or subscriber=* (default: every door); "
+                        "may be repeated")
+    p.add_argument("--booking-lead", type=int, metavar="MINUTES",
+                   help="a booking opens its room and the entrances this long before its "
+                        "start (0-1440, default 0)")
+    p.add_argument("--billing", choices=("measured", "booked"),
+                   help="occasional members are billed by measured use (default) or by "
+                        "booked hours; the report shows both")
 
     p = add("publish", cmd_publish, "Sign and publish a site's rules (from a members file).")
     _store_opt(p)
@@ -608,6 +854,82 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="also send a delta from the previous version (faster for doors)")
     p.add_argument("--no-send", action="store_true",
                    help="record the signed version without publishing it")
+
+    p = add("right", cmd_right, "Members' extra rights and restrictions: a door, weekdays, "
+                                "a time window, valid from/until.")
+    rights = p.add_subparsers(dest="right_command", metavar="ACTION", required=True)
+    r = rights.add_parser("add", help="give an extra right (allow) or a restriction (deny)",
+                          description="Give a member an extra right (effect allow) or a "
+                                      "restriction (effect deny, which wins over every "
+                                      "grant) at a door or every door (*), on weekdays, in a "
+                                      "time window (site time), from/until days.")
+    _store_opt(r)
+    r.add_argument("--site", required=True, help="site id")
+    add_options(r, RIGHTS, RIGHT_OPTIONS, required=("member_id", "door", "effect"))
+    r.add_argument("--json", action="store_true", help="print the right as JSON")
+    _publish_opts(r)
+    r = rights.add_parser("remove", help="remove a right or restriction",
+                          description="Remove a right or a restriction (by its id).")
+    _store_opt(r)
+    r.add_argument("--site", required=True, help="site id")
+    r.add_argument("--id", required=True, help="the right's id (from `right list`)")
+    _publish_opts(r)
+    r = rights.add_parser("list", help="the site's rights and restrictions",
+                          description="The site's rights and restrictions.")
+    _store_opt(r)
+    r.add_argument("--site", required=True, help="site id")
+    r.add_argument("--member", help="only this member's")
+    r.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = add("booking", cmd_booking, "Bookings of meeting rooms: add, list, cancel, import "
+                                    "from CSV or iCalendar.")
+    books = p.add_subparsers(dest="booking_command", metavar="ACTION", required=True)
+    b = books.add_parser("add", help="book a meeting room for a member",
+                         description="Book a meeting room for a member: the member may open "
+                                     "the room and the entrances from the site's lead time "
+                                     "before the start until the end.")
+    _store_opt(b)
+    b.add_argument("--site", required=True, help="site id")
+    add_options(b, BOOKINGS, ("member_id", "door", "start", "end", "summary"),
+                required=("member_id", "door", "start", "end"))
+    b.add_argument("--id", help="change this booking instead of adding one")
+    b.add_argument("--json", action="store_true", help="print the booking as JSON")
+    _publish_opts(b)
+    b = books.add_parser("cancel", help="cancel a booking: revoked at the doors at once",
+                         description="Cancel a booking and publish at once: the doors refuse "
+                                     "it as soon as they have the new rules.")
+    _store_opt(b)
+    b.add_argument("--site", required=True, help="site id")
+    b.add_argument("id", help="the booking's id (from `booking list`)")
+    b.add_argument("--no-publish", action="store_true",
+                   help="record the cancellation only (the next publish sends it)")
+    _publish_opts(b)
+    b = books.add_parser("list", help="bookings not yet over (or since --since)",
+                         description="Bookings that end after --since (default now).")
+    _store_opt(b)
+    b.add_argument("--site", required=True, help="site id")
+    b.add_argument("--since", help="24h, 7d or an ISO date/time (default: now)")
+    b.add_argument("--member", help="only this member's")
+    b.add_argument("--door", help="only this room's")
+    b.add_argument("--all", action="store_true", help="cancelled ones too")
+    b.add_argument("--json", action="store_true", help="one JSON object per line")
+    b = books.add_parser("import", help="bookings from a CSV file or an iCalendar file/feed",
+                         description="Import bookings: a CSV file (columns id, member or "
+                                     "email, door, start, end, summary) or an iCalendar file "
+                                     "or feed (events of members by e-mail; recurring "
+                                     "events expanded). The source's bookings become what "
+                                     "it says: removed events are cancelled.")
+    _store_opt(b)
+    b.add_argument("--site", required=True, help="site id")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", type=Path, metavar="FILE", help="a CSV file")
+    src.add_argument("--ics", type=Path, metavar="FILE", help="an iCalendar (.ics) file")
+    src.add_argument("--url", help="an iCalendar feed (https:// or webcal://)")
+    b.add_argument("--door", help="the room of every event of the calendar (default: the "
+                                  "room its LOCATION names)")
+    b.add_argument("--horizon", type=int, default=90, metavar="DAYS",
+                   help="occurrences up to this many days ahead (default 90)")
+    _publish_opts(b)
 
     p = add("revoke", cmd_revoke, "Revoke a member or a card at the office, for good.")
     _store_opt(p)
@@ -668,6 +990,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=positive_int, default=50,
                    help="at most this many (default 50)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    from accessd.central.officecli import register as register_office
+
+    register_office(add, _store_opt, _broker_opts)  # web, user, member, retention
     return central
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from accessd.central import health
 from accessd.central.store import CentralStore
 from accessd.central.verify import SignatureChecker
 from accessd.errors import ProtocolError, StoreError
@@ -91,6 +92,7 @@ class Collector:
         self._keys = DoorKeys([])
         self._keys_at = -1e9
         self._keys_seen: tuple[object, ...] | None = None
+        self.door_status = health.StatusWriter(store)  # for the office's overview
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -274,6 +276,7 @@ class Collector:
             self._republish(site)
         for site, door, payload in statuses:
             self._status(site, door, payload)
+        self.door_status.flush()
 
     def _store(self, events: list[dict[str, Any]]) -> None:
         result = self.store.store_events(events)
@@ -281,6 +284,11 @@ class Collector:
         self.stats.duplicates += result.duplicates
         self.stats.conflicts += result.conflicts
         marks = self.store.advance_many(result.journals)  # one commit for every door
+        if result.new:
+            health.notify_events(self.store)  # wakes the web's live entries (PostgreSQL)
+        watched = [e for e in events if e["type"] in health.WATCHED]
+        if watched:  # a door's own alarms: rare, and opened once per event
+            health.door_alarms(self.store, watched)
         for (site, door), journal in sorted(result.journals.items()):
             self._acknowledge(site, door, journal=journal, marked=marks[(site, door)])
         for (site, door), rebase in sorted(result.rebases.items()):
@@ -345,8 +353,10 @@ class Collector:
         except ProtocolError as exc:
             log.debug("%s/%s: unusable status: %s", site, door, exc)
             return
-        if (status["site"], status["door"]) != (site, door) or not status["online"] \
-                or "last_seq" not in status or "journal" not in status:
+        if (status["site"], status["door"]) != (site, door):
+            return
+        self.door_status.seen(site, door, status)
+        if not status["online"] or "last_seq" not in status or "journal" not in status:
             return
         key = (site, door)
         acked, last = status.get("acked_seq", 0), status["last_seq"]

@@ -151,10 +151,12 @@ class DoorRecords:
                                    f"door_keys{where} ORDER BY site, door, added_at", args)]
 
     # -- alarms -------------------------------------------------------------------------
-    def raise_alarm(self, site: str, door: str, kind: str, detail: str, count: int = 1) -> None:
+    def raise_alarm(self, site: str, door: str, kind: str, detail: str, count: int = 1,
+                    at: str | None = None) -> None:
         """Open an alarm, or count one more occurrence of the open one (one open row per
-        site, door and kind; the latest detail kept)."""
-        now = format_ts(utcnow())
+        site, door and kind; the latest detail kept). `at`: when it happened, if not now
+        (a door's alarm event, stamped by the door)."""
+        now = at or format_ts(utcnow())
         with self.transaction():
             self.execute(
                 "INSERT INTO alarms (id, site, door, kind, detail, first_seen, last_seen, count) "

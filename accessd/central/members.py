@@ -1,10 +1,10 @@
 """The operator's members file: CSV or JSON, as kept in a spreadsheet.
 
 One row per card (a member with two cards has two rows with the same id; member fields may be
-left blank on the second). Columns, documented in docs/central.md:
-
-    id, name, plan, status, valid_from, valid_until, card, credential_hash, card_status,
-    technology
+left blank on the second). The columns are the member's fields that have a members-file
+column in the member schema (accessd.schema: id, name, plan, status, valid_from,
+valid_until, email), then the card's: card, credential_hash, card_status, technology
+(docs/central.md). Each value is checked as the schema says.
 
 `card` is the raw UID printed on or read from the card; it is hashed with the site's key at
 publish time and never stored. `credential_hash` is an already keyed hash (64 hex digits).
@@ -16,17 +16,17 @@ import csv
 import io
 import json
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from accessd.errors import AccessdError, CardNumberError
 from accessd.readers.uid import normalise_uid
+from accessd.schema import MEMBERS, PLANS, STATUSES, check_value, members_file_columns
 
-COLUMNS = ("id", "name", "plan", "status", "valid_from", "valid_until", "card",
-           "credential_hash", "card_status", "technology")
-PLANS = ("subscriber", "occasional")
-STATUSES = ("active", "suspended", "revoked")
+COLUMNS = members_file_columns()
+__all__ = ["COLUMNS", "PLANS", "STATUSES", "MembersFileError", "read_members"]
+MEMBER_FIELDS = tuple(f for f in MEMBERS.fields if f.csv and f.name != "id")
+FILE_DEFAULTS = {"status": "active"}  # a blank status is an active member
 
 
 class MembersFileError(AccessdError, ValueError):
@@ -74,19 +74,21 @@ def _parse(rows: list[Any], where: str, hasher: Callable[[str], str] | None
         if not mid:
             raise fail("id", "every row needs the member id")
         if mid not in members:
-            plan = row.get("plan") or ""
-            if plan not in PLANS:
-                raise fail("plan", f"must be {' or '.join(PLANS)}, got {plan!r}")
-            status = row.get("status") or "active"
-            if status not in STATUSES:
-                raise fail("status", f"must be one of {', '.join(STATUSES)}")
-            if not row.get("name"):
-                raise fail("name", "every member needs a name")
-            vfrom, vuntil = _date(row, "valid_from", fail), _date(row, "valid_until", fail)
-            if vfrom and vuntil and vuntil < vfrom:
+            member = {"id": mid}
+            for f in MEMBER_FIELDS:
+                try:
+                    value = check_value(f, row.get(f.csv) or FILE_DEFAULTS.get(f.name))
+                except ValueError as exc:
+                    raise fail(f.csv or f.name, "every member needs one" if str(exc) ==
+                               "required" else str(exc)) from None
+                if value is not None:
+                    member[f.name] = value
+            member.setdefault("valid_from", None)
+            member.setdefault("valid_until", None)
+            if member["valid_from"] and member["valid_until"] and \
+                    member["valid_until"] < member["valid_from"]:
                 raise fail("valid_until", "ends before valid_from")
-            members[mid] = {"id": mid, "name": row["name"], "plan": plan, "status": status,
-                            "valid_from": vfrom, "valid_until": vuntil}
+            members[mid] = member
         cards = _many(row.get("card")) + [("hash", h) for h in _hashes(row)]
         for kind, value in cards:
             if kind == "card":
@@ -121,14 +123,3 @@ def _hashes(row: dict[str, Any]) -> list[str]:
     if not value:
         return []
     return [str(v).lower() for v in (value if isinstance(value, list) else [value])]
-
-
-def _date(row: dict[str, Any], col: str, fail: Callable[[str, str], MembersFileError]
-          ) -> str | None:
-    value = row.get(col)
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(str(value)).isoformat()
-    except ValueError:
-        raise fail(col, f"expected YYYY-MM-DD, got {value!r}") from None

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from accessd.central.store import CentralStore
+from accessd.schema import columns_sql
 
 # the events first: they are what must not be lost; the rest in a fixed order
 FIRST = ("events", "doors", "door_journals", "door_keys", "purged", "conflicts", "alarms")
@@ -43,7 +44,7 @@ def migrate(source: CentralStore, target: CentralStore, *, chunk: int = 5000,
             out.problems.append(f"table {table} is not in the target (a newer source?)")
             continue
         columns = [c for c in src[table] if c in dst[table]]
-        cols = ", ".join(columns)
+        cols = columns_sql(columns)  # `start` and `end` quoted
         insert = (f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(columns))}) "
                   "ON CONFLICT DO NOTHING")
         out.copied[table] = out.read[table] = 0

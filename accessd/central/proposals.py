@@ -35,6 +35,7 @@ from accessd.decision import Status
 from accessd.errors import ProposalError
 from accessd.events import EventType, format_ts, utcnow
 from accessd.rights import card_raises, raises, restricts, stricter
+from accessd.schema import CREDENTIALS, MEMBERS, check_value
 
 if TYPE_CHECKING:
     from accessd.central.store import CentralStore
@@ -47,8 +48,8 @@ STATES = ("pending", "approved", "rejected")
 PROVISIONAL = "accepted at once as"  # how `applied` starts for the policy's new members
 _P = ("id", "site", "door", "seq", "kind", "member_id", "credential_hash", "proposed",
       "received_at", "state", "applied", "decided_at", "decided_by", "note")
-_MEMBER = ("id", "name", "plan", "status", "valid_from", "valid_until", "origin", "updated_at")
-_CARD = ("hash", "member_id", "status", "technology", "origin", "enrolled_at", "updated_at")
+_MEMBER = MEMBERS.names("door")  # what a door knows of a member: the rows it proposes
+_CARD = CREDENTIALS.names("door")
 
 
 class DoorChanges:
@@ -308,20 +309,18 @@ class DoorChanges:
         return dict(zip(_CARD, rows[0], strict=True)) if rows else None
 
     def _write_member(self, site: str, row: dict[str, Any], origin: str, now: str) -> None:
-        from accessd.central.store import UPSERT_MEMBER
+        from accessd.central.store import UPSERT_DOOR_MEMBER
 
-        self.store.execute(UPSERT_MEMBER, (site, row["id"], row["name"], row["plan"],
-                                           row["status"], row.get("valid_from"),
-                                           row.get("valid_until"), origin, now))
+        self.store.execute(UPSERT_DOOR_MEMBER, (site, *(row.get(n) for n in _MEMBER[:-2]),
+                                                origin, now))
         if row["status"] == "revoked":
             self.store.record_revocation(site, "member", row["id"], now)
 
     def _write_card(self, site: str, card: dict[str, Any], origin: str, now: str) -> None:
-        from accessd.central.store import UPSERT_CREDENTIAL
+        from accessd.central.store import UPSERT_DOOR_CREDENTIAL
 
-        self.store.execute(UPSERT_CREDENTIAL, (site, card["hash"], card["member_id"],
-                                               card["status"], card.get("technology"), origin,
-                                               now, now))
+        self.store.execute(UPSERT_DOOR_CREDENTIAL, (site, *(card.get(n) for n in _CARD[:-3]),
+                                                    origin, now, now))
         if card["status"] == "revoked":
             self.store.record_revocation(site, "credential", card["hash"], now)
 
@@ -388,26 +387,22 @@ def _restricted(row: dict[str, Any], cap: date) -> dict[str, Any]:
 
 
 def _member_row(value: Any) -> dict[str, Any] | None:
-    """The member row an event carries, checked for what it means; None if it is unusable."""
-    if not isinstance(value, dict):
+    """The member row an event carries, each field checked for what it means by the member
+    schema (accessd.schema); None if it is unusable."""
+    if not isinstance(value, dict) or not isinstance(value.get("id"), str):
         return None
-    mid, name = value.get("id"), value.get("name")
-    row = {"id": mid, "name": name if isinstance(name, str) and name else mid,
-           "plan": value.get("plan"), "status": value.get("status", "active"),
-           "valid_from": value.get("valid_from"), "valid_until": value.get("valid_until")}
-    if not (isinstance(mid, str) and 0 < len(mid) <= 64 and row["plan"] in
-            ("subscriber", "occasional") and row["status"] in ("active", "suspended",
-                                                                  "revoked")):
-        return None
-    for key in ("valid_from", "valid_until"):
-        if row[key] is not None:
+    name = value.get("name")
+    raw = {**value, "name": str(name)[:200] if name else value["id"],
+           "status": value.get("status", "active")}
+    row = {}
+    for f in MEMBERS.fields:
+        if f.where == "door" and not f.meta:
             try:
-                row[key] = date.fromisoformat(row[key]).isoformat()
-            except (TypeError, ValueError):
+                row[f.name] = check_value(f, raw.get(f.name))
+            except ValueError:
                 return None
     if row["valid_from"] and row["valid_until"] and row["valid_until"] < row["valid_from"]:
         return None
-    row["name"] = str(row["name"])[:200]
     return row
 
 

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from accessd.central.store import CentralStore
+from accessd.errors import ScheduleError
 from accessd.protocol.codec import encode
-from accessd.protocol.rules import CREDENTIAL_FIELDS, MEMBER_FIELDS, make_delta, make_snapshot
+from accessd.protocol.rules import KEYS, ROW_FIELDS, make_delta, make_snapshot
 from accessd.protocol.signing import OfficeKey
 from accessd.protocol.topics import Topics
 from accessd.protocol.transport import BrokerSettings, connected_client
+from accessd.schedule import check_calendar
 
 log = logging.getLogger(__name__)
 
@@ -48,35 +50,49 @@ def build(store: CentralStore, key: OfficeKey, site: str, *, delta: bool = False
     stored = store.stored_seq(site)
     pending = store.pending_seqs(site)
     members, creds = store.rules(site)
+    rights = store.rooms.rights(site)
+    bookings = store.rooms.published_bookings(site)
+    access = store.rooms.access_document(site)
     info = store.site(site) or {}
     schedule = info.get("schedule")
     version = store.latest_version(site) + 1
     snapshot = make_snapshot(key, site=site, version=version, members=members,
                              credentials=creds, schedule=schedule, stored_seq=stored,
-                             pending=pending)
+                             pending=pending, rights=rights, bookings=bookings, access=access)
+    try:  # what a door would refuse whole is never signed and recorded
+        check_calendar(snapshot["payload"])
+    except ScheduleError as exc:
+        raise ValueError(f"site {site}: the rules mean nothing somewhere: {exc}") from None
     issued = snapshot["payload"]["issued_at"]
     previous_text = store.latest_snapshot(site)
-    delta_doc, changes = None, len(members) + len(creds)
+    delta_doc = None
+    changes = len(members) + len(creds) + len(rights) + len(bookings)
     if previous_text is not None:
         prev = json.loads(previous_text)["payload"]
-        pm = {m["id"]: _norm(m, MEMBER_FIELDS) for m in prev["members"]}
-        pc = {c["hash"]: _norm(c, CREDENTIAL_FIELDS) for c in prev["credentials"]}
-        cur_m = {m["id"]: _norm(m, MEMBER_FIELDS) for m in snapshot["payload"]["members"]}
-        cur_c = {c["hash"]: _norm(c, CREDENTIAL_FIELDS)
-                 for c in snapshot["payload"]["credentials"]}
-        up_m = [m for i, m in cur_m.items() if pm.get(i) != m]
-        up_c = [c for h, c in cur_c.items() if pc.get(h) != c]
-        gone_m = sorted(set(pm) - set(cur_m))
-        gone_c = sorted(set(pc) - set(cur_c))
-        changes = len(up_m) + len(up_c) + len(gone_m) + len(gone_c)
+        up: dict[str, list[dict[str, Any]]] = {}
+        gone: dict[str, list[str]] = {}
+        for table, fields in ROW_FIELDS.items():
+            key_of = KEYS[table]
+            before = {r[key_of]: _norm(r, fields) for r in prev.get(table, ())}
+            now = {r[key_of]: _norm(r, fields) for r in snapshot["payload"].get(table, ())}
+            up[table] = [r for k, r in now.items() if before.get(k) != r]
+            gone[table] = sorted(set(before) - set(now))
+        changes = sum(map(len, up.values())) + sum(map(len, gone.values()))
+        new_access = access if access != prev.get("access") else None
+        changes += new_access is not None
         if delta:
             new_schedule = schedule if schedule != prev.get("schedule") else None
             delta_doc = make_delta(key, site=site, version=version,
-                                   base_version=prev["version"], members=up_m,
-                                   credentials=up_c, removed_members=gone_m,
-                                   removed_credentials=gone_c, schedule=new_schedule,
+                                   base_version=prev["version"], members=up["members"],
+                                   credentials=up["credentials"],
+                                   removed_members=gone["members"],
+                                   removed_credentials=gone["credentials"],
+                                   schedule=new_schedule,
                                    stored_seq=stored, issued_at=_parse(issued),
-                                   pending=pending)
+                                   pending=pending, rights=up["rights"],
+                                   bookings=up["bookings"], removed_rights=gone["rights"],
+                                   removed_bookings=gone["bookings"],
+                                   access=new_access)
     elif delta:
         log.info("site %s: no previous version, publishing a full snapshot only", site)
     store.record_version(site, version, issued, encode(snapshot).decode("utf-8"),

@@ -13,6 +13,11 @@ close: one that begins at or after the office's closing time and never sees an e
 known end. It is not billed (never a silent 0.00 h) and the report warns about every visit
 that began outside the office's hours.
 
+Occasional members may also book meeting rooms (accessd.central.rooms): the report shows
+their booked hours (bookings not cancelled, counted in the month they start) beside the
+measured ones, and bills one or the other as the site says (`accessd central site --billing
+measured|booked`, default measured): `billing` and `billed_hours` in each row.
+
 Library API (the CLI and the office's web pages use the same path): `monthly_billing` gives
 everything; `monthly_hours` and `monthly_visits` are its per-member rows and billed visits.
 """
@@ -36,7 +41,8 @@ DEFAULT_SCHEDULE = {"timezone": "Europe/Paris", "opens": "09:00", "closes": "18:
 
 #: the CSV columns, the same whether a month has visits or not
 HOURS_COLUMNS = ("site", "month", "member_id", "member_name", "visits", "hours",
-                 "visits_closed_at_closing_time", "visits_without_end")
+                 "visits_closed_at_closing_time", "visits_without_end", "booked_hours",
+                 "billing", "billed_hours")
 VISIT_COLUMNS = ("member_id", "member_name", "door", "entered_at", "left_at", "hours",
                  "closed_by")
 
@@ -76,6 +82,8 @@ class MonthlyBilling:
     schedule: Schedule
     visits: list[Visit]  # every visit that began in the month, in time order
     warnings: list[str] = field(default_factory=list)
+    booked: dict[str, tuple[str, float]] = field(default_factory=dict)  # id: (name, hours)
+    billing: str = "measured"  # what is billed: measured use or booked hours
 
     @property
     def billed(self) -> list[Visit]:
@@ -92,20 +100,29 @@ class MonthlyBilling:
     def rows(self) -> list[dict[str, Any]]:
         """One row per occasional member (HOURS_COLUMNS), by name."""
         totals: dict[str, dict[str, Any]] = {}
+
+        def line(member_id: str, name: str) -> dict[str, Any]:
+            return totals.setdefault(member_id, dict.fromkeys(HOURS_COLUMNS, 0) | {
+                "site": self.site, "month": self.month, "member_id": member_id,
+                "member_name": name, "hours": 0.0, "booked_hours": 0.0,
+                "billing": self.billing})
+
         for v in self.visits:
             if v.closed_by == IN_PROGRESS:
                 continue
-            row = totals.setdefault(v.member_id, dict.fromkeys(HOURS_COLUMNS, 0) | {
-                "site": self.site, "month": self.month, "member_id": v.member_id,
-                "member_name": v.member_name, "hours": 0.0})
+            row = line(v.member_id, v.member_name)
             if v.billed:
                 row["visits"] += 1
                 row["hours"] += v.hours
                 row["visits_closed_at_closing_time"] += v.closed_by == CLOSING_TIME
             else:
                 row["visits_without_end"] += 1
+        for member_id, (name, hours) in self.booked.items():
+            line(member_id, name)["booked_hours"] += hours
         for row in totals.values():
             row["hours"] = round(row["hours"], 2)
+            row["booked_hours"] = round(row["booked_hours"], 2)
+            row["billed_hours"] = row["booked_hours" if self.billing == "booked" else "hours"]
         return sorted(totals.values(), key=lambda r: (r["member_name"].lower(), r["member_id"]))
 
 
@@ -221,7 +238,26 @@ def monthly_billing(store: CentralStore, site: str, month: str,
     occasional = [e for e in events if e.get("plan") == "occasional"]
     found = [v for v in visits(occasional, schedule, now) if start <= v.start < end]
     warning = outside_hours_warning(found, schedule)
-    return MonthlyBilling(site, month, schedule, found, [warning] if warning else [])
+    return MonthlyBilling(site, month, schedule, found, [warning] if warning else [],
+                          monthly_booked(store, site, start, end),
+                          store.rooms.settings(site)["billing"])
+
+
+def monthly_booked(store: CentralStore, site: str, start: datetime, end: datetime
+                   ) -> dict[str, tuple[str, float]]:
+    """Occasional members' booked hours of meeting rooms that start in [start, end) (not
+    cancelled): member id -> (name, hours)."""
+    members = {m["id"]: m for m in store.members(site)}
+    out: dict[str, tuple[str, float]] = {}
+    for b in store.rooms.bookings(site, since=start - timedelta(days=31), until=end):
+        member = members.get(b["member_id"])
+        begins = parse_ts(b["start"])
+        if member is None or member["plan"] != "occasional" or not start <= begins < end:
+            continue
+        name, hours = out.get(b["member_id"], (member["name"], 0.0))
+        out[b["member_id"]] = (name, hours + (parse_ts(b["end"]) - begins).total_seconds()
+                               / 3600)
+    return out
 
 
 def monthly_visits(store: CentralStore, site: str, month: str,

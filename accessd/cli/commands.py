@@ -48,10 +48,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from accessd.daemon.service import check_startup
 
     check_startup(cfg)
-    readers = ", ".join(f"{r.name} ({r.type}, {r.direction})" for r in cfg.readers)
-    print(f"{cfg.path}: ok — site {cfg.site.id}, door {cfg.site.door}, "
-          f"{cfg.site.timezone}, readers: {readers}, lock {cfg.lock.type} "
-          f"{cfg.lock.release_s:g} s, mqtt {'on' if cfg.mqtt.enabled else 'off'}")
+    for d in cfg.doors:
+        readers = ", ".join(f"{r.name} ({r.type}, {r.direction})" for r in d.readers)
+        print(f"{cfg.path}: ok — site {cfg.site.id}, door {d.id}, "
+              f"{cfg.site.timezone}, readers: {readers}, lock {d.lock.type} "
+              f"{d.lock.release_s:g} s, mqtt {'on' if cfg.mqtt.enabled else 'off'}"
+              + (f", unlocked {','.join(d.unlock.days)} {d.unlock.start:%H:%M}-"
+                 f"{d.unlock.end:%H:%M}" + (" (first in)" if d.unlock.first_in else "")
+                 if d.unlock else ""))
     return 0
 
 
@@ -101,7 +105,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     uid = technology = credential_hash = None
     if args.card is not None:
         uid, technology = args.card, "typed"
-    with Site.open(cfg) as site:
+    with Site.open(cfg, args.door) as site:
         member_id = find_member(site.rules, args.member).id if args.member else None
         if args.present:
             from accessd.daemon.control import call
@@ -110,8 +114,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                   f"{'reader ' + args.reader if args.reader else 'the reader'}"
                   f" (waiting {args.timeout:g} s)…", file=sys.stderr)
             reply = call(cfg.storage.control_socket,
-                         {"op": "capture", "reader": args.reader, "timeout": args.timeout},
-                         timeout=args.timeout + 5)
+                         {"op": "capture", "reader": args.reader, "timeout": args.timeout,
+                          "door": args.door}, timeout=args.timeout + 5)
             if not reply.get("credential_hash"):
                 raise ControlError("no card was presented in time")
             credential_hash, technology = reply["credential_hash"], reply.get("technology")
@@ -137,7 +141,7 @@ def _print_change(done: StatusChange, changed: str) -> None:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    with Site.open(_config(args)) as site:
+    with Site.open(_config(args), args.door) as site:
         if args.member:
             m = find_member(site.rules, args.member)
             done = set_status(site, m.id, Status.REVOKED, args.operator)
@@ -150,7 +154,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _set_status(args: argparse.Namespace, status: Status, verb: str) -> int:
-    with Site.open(_config(args)) as site:
+    with Site.open(_config(args), args.door) as site:
         m = member_of(site, args.member, args.card)
         done = set_status(site, m.id, status, args.operator)
     _print_change(done, f"{verb} {done.member.id} ({done.member.name})")
@@ -197,18 +201,23 @@ def cmd_log(args: argparse.Namespace) -> int:
     tz = cfg.site.tz
     since = args.since.resolve(tz) if args.since else None
     until = args.until.resolve(tz) if args.until else None
-    with Site.open(cfg) as site:
-        member_id = name = None
-        if args.member:
-            try:
-                member_id = find_member(site.rules, args.member).id
-            except MemberNotFound as exc:
-                if getattr(exc, "matches", None):
-                    raise  # several members: the host picks one by id
-                name = args.member  # gone from the rules: the journal's names still tell
-        entries = site.journal.query(LogFilter(
-            member=name, member_id=member_id, door=args.door, result=args.result,
-            type=args.type, since=since, until=until, limit=args.limit))
+    doors = [cfg.door_spec(args.door)] if args.door else list(cfg.doors)
+    entries = []
+    for d in doors:  # each door its own journal; merged newest first, as one journal is
+        with Site.open(cfg, d.id) as site:
+            member_id = name = None
+            if args.member:
+                try:
+                    member_id = find_member(site.rules, args.member).id
+                except MemberNotFound as exc:
+                    if getattr(exc, "matches", None):
+                        raise  # several members: the host picks one by id
+                    name = args.member  # gone from the rules: the journal's names still tell
+            entries += site.journal.query(LogFilter(
+                member=name, member_id=member_id, door=args.door, result=args.result,
+                type=args.type, since=since, until=until, limit=args.limit))
+    if len(doors) > 1:
+        entries = sorted(entries, key=lambda e: e.event.ts, reverse=True)[:args.limit]
     for e in entries:
         if args.json:
             print_json(e.to_dict())
@@ -245,9 +254,22 @@ def cmd_open(args: argparse.Namespace) -> int:
     cfg = _config(args)
     reply = call(cfg.storage.control_socket,
                  {"op": "open", "operator": args.operator, "seconds": args.seconds,
-                  "sudo_user": os.environ.get("SUDO_USER")})
-    print(f"door released for {reply['seconds']:g} s (journalled as {reply['operator']}, "
+                  "sudo_user": os.environ.get("SUDO_USER"), "door": args.door})
+    which = f"door {reply['door']}" if cfg.several_doors else "door"
+    print(f"{which} released for {reply['seconds']:g} s (journalled as {reply['operator']}, "
           f"name given: {args.operator})")
+    return 0
+
+
+def cmd_door_mode(args: argparse.Namespace) -> int:
+    from accessd.daemon.control import call
+
+    cfg = _config(args)
+    reply = call(cfg.storage.control_socket,
+                 {"op": "mode", "mode": args.mode, "operator": args.operator,
+                  "sudo_user": os.environ.get("SUDO_USER"), "door": args.door})
+    which = f"door {reply['door']}" if cfg.several_doors else "door"
+    print(f"{which}: {reply['mode']} ({reply['why']})")
     return 0
 
 
@@ -257,7 +279,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     try:
-        status: dict[str, Any] = call(cfg.storage.control_socket, {"op": "status"})
+        status: dict[str, Any] = call(cfg.storage.control_socket,
+                                      {"op": "status", "door": args.door})
         status.pop("ok", None)
         status["daemon"] = "running"
     except ControlError as exc:
@@ -274,14 +297,16 @@ def cmd_door_key(args: argparse.Namespace) -> int:
     from accessd.protocol.signing import DoorKey, public_line
 
     cfg = _config(args)
-    path = cfg.site.door_key_file
-    if args.new:
-        key = DoorKey.create(path, replace=True)
-        print(f"new door key {key.key_id} in {path}: register it at the office (accessd "
-              "central door add), restart accessd, then remove the old key there",
-              file=sys.stderr)
-    else:
-        key = DoorKey.load_or_create(path)
-    print(public_line(key.public, f"{cfg.site.id}/{cfg.site.door}"))
+    doors = [cfg.door_spec(args.door)] if args.door or args.new else list(cfg.doors)
+    for d in doors:  # each door signs its own events with its own key
+        path = d.door_key_file
+        if args.new:
+            key = DoorKey.create(path, replace=True)
+            print(f"new door key {key.key_id} in {path}: register it at the office (accessd "
+                  "central door add), restart accessd, then remove the old key there",
+                  file=sys.stderr)
+        else:
+            key = DoorKey.load_or_create(path)
+        print(public_line(key.public, f"{cfg.site.id}/{d.id}"))
     return 0
 

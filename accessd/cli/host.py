@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from accessd.errors import HostCommandRefused
 
 EXIT_REFUSED = 2
-_OPERATOR = frozenset({"--operator"})
+_OPERATOR = frozenset({"--operator", "--door"})  # --door: a Pi with several doors
 HOST_COMMANDS: dict[str, frozenset[str]] = {
     "enroll": frozenset({"--name", "--plan", "--card", "--present", "--no-card", "--reader",
                          "--timeout", "--from", "--until", "--force", "--member",
@@ -35,8 +35,9 @@ HOST_COMMANDS: dict[str, frozenset[str]] = {
     "resume": frozenset({"--card"}) | _OPERATOR,
     "revoke": frozenset({"--card", "--credential"}) | _OPERATOR,
     "open": frozenset({"--seconds"}) | _OPERATOR,
-    "status": frozenset({"--json"}),
-    "door-key": frozenset(),  # prints the public line only (no --new: rolling is the admin's)
+    "door-mode": _OPERATOR,
+    "status": frozenset({"--json", "--door"}),
+    "door-key": frozenset({"--door"}),  # prints public lines only (no --new: the admin's)
     "why": frozenset({"--json"}),
     # reads the installed configuration's secrets to test the broker login, prints none
     "doctor": frozenset({"--json"}),

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from accessd import __version__
 from accessd.cli.timeparse import TimeSpec, parse_when
 from accessd.errors import AccessdError
+from accessd.schema import MEMBERS, add_options
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -88,6 +89,12 @@ def _when(text: str) -> TimeSpec:
     return parse_when(text)
 
 
+def _door_option(p: argparse.ArgumentParser, what: str) -> None:
+    """--door on a Pi that drives several doors ([[doors]]); default: the first."""
+    p.add_argument("--door", metavar="ID", help=f"{what} (a Pi with several [[doors]]; "
+                                                 "default: the first door)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="accessd",
@@ -113,9 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("enroll", "Enrol a member's card: present it on the reader or type its number.",
             c.cmd_enroll)
-    p.add_argument("--name", required=True, type=_name, help="member's display name")
-    p.add_argument("--plan", required=True, choices=["subscriber", "occasional"],
-                   help="subscriber: 24/7; occasional: opening hours only")
+    # the member's fields come from the member schema (accessd.schema)
+    add_options(p, MEMBERS, ("name", "plan"), required=("name", "plan"), types={"name": _name})
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--card", metavar="NUMBER", type=_card,
                      help="card UID in hex (e.g. 0A1B2C3D4E, 04:A2:2B:1C); kept only as a "
@@ -128,11 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader", help="with --present: the reader to listen on (default: any)")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="with --present: seconds to wait for the card (default 30)")
-    p.add_argument("--from", dest="valid_from", type=_date, metavar="DATE",
-                   help="first valid day, YYYY-MM-DD (site time)")
-    p.add_argument("--until", dest="valid_until", type=_date, metavar="DATE",
-                   help="last valid day, inclusive, YYYY-MM-DD (site time): valid until "
-                        "midnight at its end")
+    add_options(p, MEMBERS, ("valid_from", "valid_until"),
+                types={"valid_from": _date, "valid_until": _date})
     p.add_argument("--force", action="store_true",
                    help="accept an --until that is already past (the card opens nothing)")
     p.add_argument("--member", metavar="MEMBER", help="add the card to this existing member, "
@@ -140,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--operator", default=_operator(),
                    help="who does this (journalled; default $SUDO_USER, else $USER)")
     p.add_argument("--json", action="store_true", help="print the member as JSON")
+    p.add_argument("--door", metavar="ID",
+                   help="a Pi with several [[doors]]: the door whose journal records the "
+                        "enrolment (default: the first door) and whose readers --present "
+                        "listens on (default: every reader)")
 
     p = add("revoke", "Revoke a member (all cards) or one card, for good.", c.cmd_revoke)
     target = p.add_mutually_exclusive_group(required=True)
@@ -150,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="revoke the card with this short hash (from 'show')")
     p.add_argument("--operator", default=_operator(),
                    help="who does this (journalled; default $SUDO_USER, else $USER)")
+    _door_option(p, "the door whose journal records the change")
 
     for name, verb in (("suspend", "Suspend a member: cards refused until 'resume'."),
                        ("resume", "Resume a suspended member.")):
@@ -160,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="the member holding this card")
         p.add_argument("--operator", default=_operator(),
                        help="who does this (journalled; default $SUDO_USER, else $USER)")
+        _door_option(p, "the door whose journal records the change")
 
     p = add("list", "List members.", c.cmd_list)
     p.add_argument("--plan", choices=["subscriber", "occasional"], help="only this plan")
@@ -177,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("log", "Show the journal: entries, denials, door events.", c.cmd_log)
     p.add_argument("--member", help="member id or name (a unique start of it is enough)")
-    p.add_argument("--door", help="door id")
+    p.add_argument("--door", help="only this door (default: every door of this Pi)")
     p.add_argument("--result", choices=["granted", "denied"], help="only this result")
     p.add_argument("--type", help="event type, '*' as wildcard (e.g. 'door.*', 'access.denied')")
     p.add_argument("--since", type=_when, metavar="WHEN",
@@ -204,10 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="your name, recorded in the journal")
     p.add_argument("--seconds", type=float,
                    help="release time, 3 s to one hour (default: [lock] release_s)")
+    _door_option(p, "the door to release")
+
+    p = add("door-mode", "Hold the door open or locked until further notice, or give it back "
+            "to its unlock schedule (journalled).", c.cmd_door_mode)
+    p.add_argument("mode", choices=["open", "locked", "auto"],
+                   help="open: held released; locked: kept locked, the schedule suspended; "
+                        "auto: the unlock schedule (if any) decides again")
+    p.add_argument("--operator", required=True, help="your name, recorded in the journal")
+    _door_option(p, "the door")
 
     p = add("status", "Show readers, lock, door, clock trust, journal depth, rule version.",
             c.cmd_status)
     p.add_argument("--json", action="store_true", help="print JSON")
+    _door_option(p, "the door to show first (every door is listed under doors)")
 
     p = add("doctor", "Check the door's health, each problem with its fix; exit status 1 when "
             "something needs action.", c.cmd_doctor)
@@ -217,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(made on first use).", c.cmd_door_key)
     p.add_argument("--new", action="store_true",
                    help="make a new key (a key roll); it is used from the next start")
+    p.add_argument("--door", metavar="ID", help="only this door's key (default: every door "
+                                                "of this Pi, one line each)")
 
     from accessd.cli import card as card_cli
 

@@ -12,13 +12,14 @@ from accessd.events import parse_ts
 from accessd.words import SHORT_REASONS, alarm_words
 
 
-def stored_status(cfg: Config, why: str) -> dict[str, Any]:
-    """What the stores say when the daemon does not answer (`why`: the control error)."""
+def stored_status(cfg: Config, why: str, door: str | None = None) -> dict[str, Any]:
+    """What the stores say when the daemon does not answer (`why`: the control error), for
+    `door` (a Pi with several doors; default the first)."""
     from accessd.admin import Site
 
-    with Site.open(cfg) as site:
+    with Site.open(cfg, door) as site:
         return {"daemon": "not running", "why": why,
-                "site": cfg.site.id, "door": cfg.site.door,
+                "site": cfg.site.id, "door": cfg.door_spec(door).id,
                 "rules": {"version": site.rules.version, **site.rules.counts()},
                 "journal": {"last_seq": site.journal.last_seq,
                             "acked_seq": site.journal.acked_seq,
@@ -109,6 +110,9 @@ def status_lines(status: dict[str, Any], cfg: Config) -> list[str]:
                  f"{lock.get('relay_pin')})")
     contact = (status.get("door_contact") or {}).get("state")
     lines.append(f"Door: {'no door contact fitted' if contact in (None, 'unknown') else contact}")
+    mode = status.get("mode") or {}
+    if mode.get("mode") and (mode["mode"] != "locked" or mode.get("schedule")):
+        lines.append(f"Mode: {_mode(mode)}")
     alarms = status.get("alarms") or []
     lines.append(f"Alarms: {'; '.join(alarm_words(a) for a in alarms) if alarms else 'none'}")
     clock = status.get("clock") or {}
@@ -125,4 +129,23 @@ def status_lines(status: dict[str, Any], cfg: Config) -> list[str]:
     if status.get("last_decision"):
         lines.append(f"Last decision: {_last(status['last_decision'], cfg)}")
     lines.append(f"Office link: {_uplink(status.get('uplink') or {}, cfg)}")
+    for door, other in (status.get("doors") or {}).items():
+        if door == status.get("door"):
+            continue
+        lock = other.get("lock") or {}
+        alarms = other.get("alarms") or []
+        lines.append(f"Door {door}: lock {lock.get('state')}, {_mode(other.get('mode') or {})}"
+                     + (f", alarms: {'; '.join(alarm_words(a) for a in alarms)}"
+                        if alarms else "") + " (accessd status --door " + door + ")")
     return lines
+
+
+def _mode(mode: dict[str, Any]) -> str:
+    """The door's mode in words: held unlocked by its schedule, by the host, or locked."""
+    words = {"locked": "locked", "unlocked": "held unlocked by its schedule",
+             "held_open": "held open by the host until further notice",
+             "held_locked": "kept locked by the host until further notice"}
+    text = words.get(str(mode.get("mode")), str(mode.get("mode")))
+    if mode.get("schedule"):
+        text += f" (unlock schedule {mode['schedule']}; now: {mode.get('why')})"
+    return text

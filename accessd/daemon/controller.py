@@ -34,9 +34,11 @@ from typing import Any, Protocol
 
 from accessd.cards.gate import CardGate, Checked
 from accessd.clock import ClockTrust
+from accessd.config import UnlockConfig
 from accessd.credentials import CredentialHasher, short
 from accessd.daemon.ruleview import RuleView
-from accessd.decision import GRANT_REASONS, Decision, Reason, decide
+from accessd.decision import GRANT_REASONS, Decision, Plan, Reason, decide
+from accessd.door.mode import RELEASED, DoorMode, Hold, Mode, ModeState
 from accessd.errors import CorruptRecord
 from accessd.events import Event, EventType, JournalEntry, utcnow
 from accessd.guard import UnknownCardGuard
@@ -61,6 +63,8 @@ class LockPort(Protocol):
 
     def lock(self) -> None: ...
 
+    def hold(self, held: bool) -> None: ...
+
 
 class FeedbackPort(Protocol):
     def granted(self) -> None: ...
@@ -77,14 +81,28 @@ class DoorPort(Protocol):
 
     def exit_requested(self, now: float, window_s: float) -> None: ...
 
+    def held_unlocked(self, unlocked: bool) -> None: ...
+
 
 @dataclass
 class Capture:
-    """A pending request from `accessd enroll` to take the next card on a reader."""
+    """A pending request from `accessd enroll` to take the next card on a reader.
+
+    One capture may wait at several doors' controllers (any reader of a Pi): the first card
+    claims it, the others leave it."""
 
     reader: str | None
     done: threading.Event = field(default_factory=threading.Event)
     read: CardRead | None = None
+    _claim: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim(self, read: CardRead) -> bool:
+        with self._claim:
+            if self.done.is_set():
+                return False
+            self.read = read
+            self.done.set()
+            return True
 
 
 @dataclass
@@ -119,6 +137,7 @@ class DoorController:
         monotonic: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = utcnow,
         cards: CardGate | None = None,
+        unlock: UnlockConfig | None = None,
     ) -> None:
         self.site, self.door = site, door
         self.rules, self.hasher, self.clock = rules, hasher, clock
@@ -140,6 +159,9 @@ class DoorController:
         self._tracebacks: set[tuple[str, str]] = set()  # errors whose traceback was logged
         self._error_at: float | None = None  # monotonic instant of the last internal error
         self.cards = cards or CardGate(CardStore(rules.db.conn))
+        self.mode = DoorMode(unlock)
+        self.mode_state = ModeState(Mode.LOCKED, "start")
+        self._mode_by: str | None = None  # who changed the hold, for the next door.mode
 
     # -- card presentations -------------------------------------------------------------
     def on_card(self, read: CardRead) -> Decision | None:
@@ -179,6 +201,9 @@ class DoorController:
             extra = self._internal_error(exc, "deciding a card", mono, now, trusted)
         if decision.granted and not self._release(mono, now, trusted, extra):
             decision = replace(decision, granted=False, reason=Reason.INTERNAL_ERROR)
+        first_in = (decision.granted and decision.plan is Plan.SUBSCRIBER
+                    and read.direction == "entry"
+                    and self.mode.came_in(now, trusted, self.view.schedule()))
         detail: dict[str, Any] = {"direction": read.direction, "technology": read.technology,
                                   **(card.detail if card is not None else {})}
         if decision.reason is Reason.INTERNAL_ERROR and extra:
@@ -197,6 +222,8 @@ class DoorController:
         self.record(access, *extra)
         if card is not None:
             self.cards.settle(card)
+        if first_in:
+            self.tick_mode("first_in")
         return decision
 
     def _decide(self, read: CardRead, mono: float, now: datetime, trusted: bool
@@ -209,8 +236,10 @@ class DoorController:
         locked_out = guard.locked_out(mono)
         identified = not locked_out and self.cards.identifies(read)
         credential = self.hasher(read.uid) if identified else None
+        self.view.refresh()  # once per tap: what a rule sync or the host changed
+        access = self.view.access(self.door)
         try:
-            record = None if credential is None else self.view.lookup(credential)
+            record = None if credential is None else self.view.lookup(credential, access)
         except CorruptRecord as exc:
             return self._unreadable(exc, read.direction), credential, [], None
         card = self.cards.check(read, credential, record)
@@ -222,6 +251,7 @@ class DoorController:
             direction=read.direction,
             locked_out=locked_out,
             card=card.facts,
+            door=access,
         )
         extra = []
         suspicious = decision.reason in (Reason.UNKNOWN_CREDENTIAL, Reason.AUTHENTICATION_FAILED)
@@ -275,6 +305,7 @@ class DoorController:
 
     def schedule(self) -> Schedule:
         """The office's published schedule if usable, else the configuration's."""
+        self.view.refresh()
         return self.view.schedule()
 
     def rule_version(self) -> int | None:
@@ -318,17 +349,24 @@ class DoorController:
     def capture_next(self, reader: str | None, timeout: float) -> CardRead | None:
         """Divert the next card presented (on `reader`, or any) to the caller: no decision."""
         cap = Capture(reader)
-        with self._mutex:
-            self._captures.append(cap)
+        self.add_capture(cap)
         log.info("enrolment: the next card on %s is taken for enrolment (%.0f s at most)",
                  reader or "any reader", timeout)
         try:
             cap.done.wait(timeout)
         finally:
-            with self._mutex:
-                if cap in self._captures:
-                    self._captures.remove(cap)
+            self.drop_capture(cap)
         return cap.read
+
+    def add_capture(self, cap: Capture) -> None:
+        """Wait for the next card on `cap.reader` (or any reader of this door) for `cap`."""
+        with self._mutex:
+            self._captures.append(cap)
+
+    def drop_capture(self, cap: Capture) -> None:
+        with self._mutex:
+            if cap in self._captures:
+                self._captures.remove(cap)
 
     @property
     def captures_waiting(self) -> int:
@@ -337,12 +375,11 @@ class DoorController:
             return len(self._captures)
 
     def _take_for_capture(self, read: CardRead) -> bool:
-        for cap in self._captures:
+        for cap in list(self._captures):
             if cap.reader in (None, read.reader):
-                cap.read = read
                 self._captures.remove(cap)
-                cap.done.set()
-                return True
+                if cap.claim(read):
+                    return True
         return False
 
     # -- door, exit, releases -------------------------------------------------------------
@@ -367,6 +404,10 @@ class DoorController:
                      seconds, operator)
             self.record(self.event(etype, result="granted", reason="operator", detail={
                 "operator": operator, "seconds": seconds, **(detail or {})}))
+            now = self.wallclock()
+            if not remote and self.mode.came_in(now, self.clock.trusted(now),
+                                                self.view.schedule()):
+                self.tick_mode("first_in")  # the host is in
 
     def on_reader_status(self, status: ReaderStatus) -> None:
         with self._mutex:
@@ -388,6 +429,53 @@ class DoorController:
         """An event stamped now, with the clock's trust at this instant."""
         now = self.wallclock()
         return Event(type=etype, ts=now, clock_trusted=self.clock.trusted(now), **kw)
+
+    # -- the door's mode (accessd.door.mode) ----------------------------------------------
+    def tick_mode(self, why: str | None = None) -> ModeState:
+        """Put the door in the mode its schedule, the host's hold and the clock say, and
+        journal a change (`door.mode`, with `why`). Called on every tick; never raises."""
+        try:
+            with self._mutex:
+                now = self.wallclock()
+                trusted = self.clock.trusted(now)
+                self.view.refresh()
+                new = self.mode.evaluate(now, trusted, self.view.schedule())
+                old = self.mode_state
+                if new.mode is old.mode:
+                    self.mode_state = new
+                    return new
+                detail: dict[str, Any] = {"mode": str(new.mode), "previous": str(old.mode),
+                                          "why": why or new.why}
+                if self._mode_by is not None:
+                    detail["operator"] = self._mode_by
+                    self._mode_by = None
+                event = Event(type=EventType.DOOR_MODE, ts=now, reason=why or new.why,
+                              clock_trusted=trusted, detail=detail)  # stamped before the relay
+                released = new.mode in RELEASED
+                self.lock_port.hold(released)
+                if self.door_monitor is not None:
+                    self.door_monitor.held_unlocked(released)
+                self.mode_state = new
+                log.warning("door %s: %s (%s)", self.door, new.mode, detail["why"])
+                self.record(event)
+                return new
+        except Exception as exc:  # the relay or the journal: the door ends locked
+            self._log_traceback_once(exc, "changing the door's mode failed")
+            try:
+                self.lock_port.hold(False)
+            except Exception as again:
+                self._log_traceback_once(again, "ending a hold after a failure")
+            return self.mode_state
+
+    def set_hold(self, hold: Hold, operator: str) -> ModeState:
+        """The host holds the door open or locked until further notice, or gives it back to
+        its schedule (`auto`); the change of mode is journalled with the operator."""
+        with self._mutex:
+            self.mode.hold = hold
+            self._mode_by = operator
+            state = self.tick_mode(f"host_{hold}")
+            self._mode_by = None
+            return state
 
     # -- the journal ----------------------------------------------------------------------
     @property
@@ -455,11 +543,11 @@ class DoorController:
         with self._mutex:
             self.record(*(convert(e) for e in handler(at)))
 
-    def spool(self, folders: list[Path]) -> Path | None:
+    def spool(self, folders: list[Path], timeout: float = CLOSE_S) -> Path | None:
         """At stop: end the writer (`close`: it writes what it can), then save the events the
         journal refused to a spool file for the next start (accessd/store/spool.py). Returns
         the file, or None when nothing was left or no folder accepted it (logged at ERROR)."""
-        self.close()
+        self.close(timeout)
         return spool.save(self.writer.take_held(), folders)
 
     def journal_state(self) -> dict[str, Any]:

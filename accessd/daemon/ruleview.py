@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from accessd.decision import Grant
+from accessd.decision import Booking, DoorAccess, Grant, Window
 from accessd.errors import CorruptRecord
-from accessd.schedule import Schedule
+from accessd.schedule import Schedule, door_access
 from accessd.store.rules import RuleCache
 
 Report = Callable[[str, str, dict[str, Any]], None]  # (reason, error, event fields)
+WINDOW_CACHE = 20_000  # members whose parsed windows are kept (cleared beyond)
 
 
 class RuleView:
@@ -29,11 +31,71 @@ class RuleView:
         self._schedule: tuple[str | None, Schedule] | None = None
         self._reported: set[tuple[str, str]] = set()
         self._bad_members: dict[str, str] = {}  # member id -> why their row is unusable
+        self._access: dict[str, tuple[str | None, DoorAccess]] = {}
+        self._marker: tuple[int, int] | None = None
+        self._raw_schedule: str | None = None
+        self._raw_access: str | None = None
+        self._windowed: set[str] = set()
+        self._windows: dict[str, tuple[tuple[Window, ...], tuple[Booking, ...]]] = {}
+        self._windows_version: str | None = None
+        self._windows_loaded = False
 
-    def lookup(self, credential_hash: str) -> Grant | None:
-        """The card's record; CorruptRecord (reported once) when its row cannot be used."""
+    def refresh(self) -> None:
+        """See what changed in the cache since the last call: one pragma when nothing did
+        (the controller calls it once per tap). After a write (a rule sync, a host's change,
+        a hand edit) the published schedule and door rules are read again; after a new rule
+        version, also which members have rights or bookings (office rows, which change only
+        with a rule document), whose parsed windows are then read again as needed."""
+        marker = self.rules.changed_marker()
+        if marker == self._marker:
+            return
+        self._marker = marker
+        self._raw_schedule = self.rules.get_meta("schedule")
+        self._raw_access = self.rules.get_meta("access")
+        version = self.rules.get_meta("rule_version")
+        if version != self._windows_version or not self._windows_loaded:
+            self._windows_version = version
+            self._windows_loaded = True
+            self._windowed = self.rules.windowed_members()
+            self._windows.clear()
+
+    def _fresh(self) -> None:
+        if self._marker is None:
+            self.refresh()
+
+    def _member_windows(self, member_id: str, access: DoorAccess
+                        ) -> tuple[tuple[Window, ...], tuple[Booking, ...]]:
+        """The member's windows at the door and bookings that concern it, from the parsed
+        rows kept per member (read once per rule version)."""
+        rows = self._windows.get(member_id)
+        if rows is None:
+            rows = self.rules.windows(member_id, None, since="0000")
+            if len(self._windows) >= WINDOW_CACHE:
+                self._windows.clear()
+            self._windows[member_id] = rows
+        windows, bookings = rows
+        door = access.door
+        return (tuple(w for w in windows if w.door == "*" or w.door == door),
+                tuple(b for b in bookings if access.entrance or b.door == door))
+
+    def lookup(self, credential_hash: str, access: DoorAccess | None = None) -> Grant | None:
+        """The card's record, with its rights and bookings at the door `access` describes
+        (looked up only for the members that have some); CorruptRecord (reported once) when
+        a row cannot be used."""
         try:
+            self._fresh()
             record = self.rules.lookup(credential_hash)
+            if record is not None and access is not None and access.door is not None \
+                    and record.member_id in self._windowed:
+                try:
+                    windows, bookings = self._member_windows(record.member_id, access)
+                except (ValueError, TypeError) as exc:  # a row edited by hand
+                    raise CorruptRecord(
+                        f"member {record.member_id!r}: unusable right or booking: {exc}",
+                        member_id=record.member_id, member_name=record.member_name,
+                        credential_status=str(record.credential_status),
+                        member_status=str(record.member_status)) from exc
+                record = replace(record, windows=windows, bookings=bookings)
         except CorruptRecord as exc:
             mid = exc.member_id if isinstance(exc.member_id, str) else None
             self._bad_members[str(mid)] = str(exc)
@@ -51,7 +113,8 @@ class RuleView:
 
         Parsed once per stored value (one indexed read per tap to see whether it changed).
         """
-        raw = self.rules.get_meta("schedule")
+        self._fresh()
+        raw = self._raw_schedule
         if self._schedule is not None and self._schedule[0] == raw:
             return self._schedule[1]
         schedule = self.fallback
@@ -65,6 +128,27 @@ class RuleView:
                 self._once("unusable_schedule", raw, error)
         self._schedule = (raw, schedule)
         return schedule
+
+    def access(self, door: str) -> DoorAccess:
+        """What the office's door rules (`access`) say about `door`; without any, or when the
+        stored value is unusable (reported once), every plan at every door, as before door
+        rules existed. Parsed once per stored value."""
+        self._fresh()
+        raw = self._raw_access
+        cached = self._access.get(door)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        access = DoorAccess(door)
+        self.problems.pop("unusable_access", None)
+        if raw is not None:
+            try:
+                access = door_access(json.loads(raw), door)
+            except (ValueError, TypeError, RecursionError) as exc:
+                error = f"published door rules unusable, every plan opens this door: {exc}"
+                self.problems["unusable_access"] = error
+                self._once("unusable_access", raw, error)
+        self._access[door] = (raw, access)
+        return access
 
     def version(self) -> int | None:
         """The version of the rules held; None when the stored value is unusable."""

@@ -37,11 +37,13 @@ class DoorHardware:
 
     @classmethod
     def from_config(cls, pins: PinsConfig, lock: LockConfig, door: DoorConfig, *,
-                    bounce_s: float = 0.05) -> DoorHardware:
+                    bounce_s: float = 0.05, factory: Any = None) -> DoorHardware:
         """Build everything; on any failure, close what was built (the relay locked) and
-        re-raise (a `HardwareError` for GPIO faults)."""
-        factory = make_pin_factory(pins.factory)
-        owns_factory = factory is not Device.pin_factory
+        re-raise (a `HardwareError` for GPIO faults). `factory`: a pin factory shared with
+        the Pi's other doors (its owner closes it); default: the one `pins` names."""
+        shared = factory is not None
+        factory = factory if shared else make_pin_factory(pins.factory)
+        owns_factory = not shared and factory is not Device.pin_factory
         built: list[Any] = []
         try:
             relay = LockRelay(pins.lock_relay, lock_type=lock.type,

@@ -93,6 +93,7 @@ class LockRelay:
         self._cond = threading.Condition(threading.RLock())
         self._released = False
         self._deadline: float | None = None
+        self._held = False  # held released until unheld (an unlock schedule, a host's hold)
         self._closed = False
         self._pending: list[bool] = []  # state changes not yet told to the listeners
         self._listeners: list[Listener] = []
@@ -110,6 +111,12 @@ class LockRelay:
     def released(self) -> bool:
         with self._cond:
             return self._released
+
+    @property
+    def held(self) -> bool:
+        """Whether the door is held released (not timed): `hold(True)` until `hold(False)`."""
+        with self._cond:
+            return self._held
 
     @property
     def released_until(self) -> float | None:
@@ -165,12 +172,31 @@ class LockRelay:
             self._cond.notify_all()
             return deadline
 
+    def hold(self, held: bool) -> None:
+        """Hold the door released until further notice (True), or end the hold (False): the
+        door then locks, or at the deadline of a release still running. A release during a
+        hold ends nothing. `lock()` and `close()` end a hold too."""
+        with self._cond:
+            if self._closed:
+                if held:
+                    raise HardwareError(f"lock relay on BCM{self.pin} is closed")
+                return
+            self._held = held
+            if held:
+                self._set(True)
+            elif self._deadline is None or self._deadline <= time.monotonic():
+                self._deadline = None
+                self._set(False)
+            self._cond.notify_all()
+
     def lock(self) -> None:
-        """Lock at once (cancels any release). A no-op once closed: close() already locked."""
+        """Lock at once (cancels any release and any hold). A no-op once closed: close()
+        already locked."""
         with self._cond:
             if self._closed:
                 return
             self._deadline = None
+            self._held = False
             self._set(False)
             self._cond.notify_all()
 
@@ -181,6 +207,7 @@ class LockRelay:
                 return
             self._closed = True
             self._deadline = None
+            self._held = False
             try:
                 self._set(False)
             finally:
@@ -228,6 +255,8 @@ class LockRelay:
                         self._cond.wait(remaining)
                         continue
                     self._deadline = None
+                    if self._held:
+                        continue  # held: the release's end locks nothing
                     try:
                         self._set(False)
                     except Exception:

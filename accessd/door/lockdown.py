@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _from_config(args: argparse.Namespace) -> None:
-    """Take pin, lock type, polarity and factory from the site's configuration if readable,
-    so that a drop-in written at installation cannot drive a stale pin after an edit."""
+    """Take pins, lock types, polarities and factory from the site's configuration if
+    readable, so that a drop-in written at installation cannot drive a stale pin after an
+    edit. Every door of the Pi is locked (`args.relays`)."""
     from accessd.config import load_config
     from accessd.errors import ConfigError
 
@@ -66,11 +67,14 @@ def _from_config(args: argparse.Namespace) -> None:
     except ConfigError as exc:
         print(f"lockdown: warning: {exc}; using the command-line values", file=sys.stderr)
         return
-    args.pin, args.lock_type = cfg.pins.lock_relay, cfg.lock.type
-    args.active_high, args.factory = cfg.pins.relay_active_high, cfg.pins.factory
+    args.relays = [(d.pins.lock_relay, d.lock.type, d.pins.relay_active_high)
+                   for d in cfg.doors]
+    args.pin, args.lock_type, args.active_high = args.relays[0]
+    args.factory = cfg.pins.factory
 
 
-def lockdown(pin: int, lock_type: str, active_high: bool, factory_name: str) -> bool:
+def lockdown(pin: int, lock_type: str, active_high: bool, factory_name: str,
+             factory: object = None) -> bool:
     """Drive `pin` to the locked level; return that level (True = high)."""
     from gpiozero import DigitalOutputDevice
 
@@ -78,7 +82,7 @@ def lockdown(pin: int, lock_type: str, active_high: bool, factory_name: str) -> 
     from accessd.door.pins import make_pin_factory
 
     level = locked_level(lock_type, active_high)
-    factory = make_pin_factory(factory_name)
+    factory = factory or make_pin_factory(factory_name)
     try:
         HELD.append(DigitalOutputDevice(pin, active_high=True, initial_value=level,
                                         pin_factory=factory))
@@ -89,20 +93,33 @@ def lockdown(pin: int, lock_type: str, active_high: bool, factory_name: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.relays = None
     if args.config:
         _from_config(args)
-    if not 1 <= args.pin <= 27:
-        print(f"lockdown: error: --pin must be a BCM pin 1..27, got {args.pin}", file=sys.stderr)
-        return 2
+    relays = args.relays or [(args.pin, args.lock_type, args.active_high)]
+    for pin, _type, _high in relays:
+        if not 1 <= pin <= 27:
+            print(f"lockdown: error: --pin must be a BCM pin 1..27, got {pin}", file=sys.stderr)
+            return 2
+    from accessd.door.pins import make_pin_factory
+
+    failed = 0
     try:
-        level = lockdown(args.pin, args.lock_type, args.active_high, args.factory)
+        factory = make_pin_factory(args.factory)
     except HardwareError as exc:
         print(f"lockdown: error: {exc}", file=sys.stderr)
         return 1
-    print(f"lockdown: BCM{args.pin} driven {'high' if level else 'low'} "
-          f"(locked, {args.lock_type}, relay active-{'high' if args.active_high else 'low'})",
-          flush=True)
-    return 0
+    for pin, lock_type, active_high in relays:  # every door: one failing stops no other
+        try:
+            level = lockdown(pin, lock_type, active_high, args.factory, factory)
+        except HardwareError as exc:
+            print(f"lockdown: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"lockdown: BCM{pin} driven {'high' if level else 'low'} "
+              f"(locked, {lock_type}, relay active-{'high' if active_high else 'low'})",
+              flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

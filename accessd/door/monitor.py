@@ -21,7 +21,7 @@ from accessd.errors import HardwareError
 
 log = logging.getLogger(__name__)
 
-Authorisation = Literal["grant", "exit", "manual"]
+Authorisation = Literal["grant", "exit", "manual", "unlocked"]
 Clock = Callable[[], float]
 EdgeCallback = Callable[[float], None]
 
@@ -42,7 +42,8 @@ class DoorEvent:
 
 @dataclass(frozen=True)
 class DoorOpened(DoorEvent):
-    """An authorised opening: `by` a card grant, an exit request or a manual release."""
+    """An authorised opening: `by` a card grant, an exit request, a manual release, or the
+    door held unlocked (a schedule, the host's hold)."""
 
     by: Authorisation
     kind: ClassVar[str] = "door.opened"
@@ -110,6 +111,7 @@ class DoorStateMachine:
         self._alarm = False
         self._authorisations: list[tuple[float, Authorisation]] = []  # (expires, source)
         self._manual_until: float | None = None
+        self._unlocked = False  # held unlocked: any opening is lawful
 
     @property
     def is_open(self) -> bool:
@@ -146,6 +148,11 @@ class DoorStateMachine:
         self._manual_until = until if self._manual_until is None else max(until,
                                                                            self._manual_until)
 
+    def held_unlocked(self, unlocked: bool) -> None:
+        """The door is held unlocked (an unlock schedule, the host's hold) or no longer is:
+        while it is, an opening is authorised, not forced."""
+        self._unlocked = unlocked
+
     def locked(self, now: float) -> None:
         """The lock was locked early: every pending authorisation ends now."""
         self._authorisations.clear()
@@ -157,6 +164,8 @@ class DoorStateMachine:
         self._expire(now)
         self._opened_at = now
         self._prealarm = self._alarm = self._forced = False
+        if self._unlocked:
+            return [DoorOpened(now, "unlocked")]
         if self._manual_until is not None:
             return [DoorOpened(now, "manual")]
         if self._authorisations:

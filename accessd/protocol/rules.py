@@ -14,11 +14,28 @@ from accessd.errors import ProtocolError
 from accessd.events import format_ts, utcnow
 from accessd.protocol.codec import SNAPSHOT_MAX_BYTES, decode, validate
 from accessd.protocol.signing import OfficeKey, PublicKeys
+from accessd.schema import BOOKINGS, CREDENTIALS, MEMBERS, RIGHTS
 
-MEMBER_FIELDS = ("id", "name", "plan", "status", "valid_from", "valid_until", "origin",
-                 "updated_at")
-CREDENTIAL_FIELDS = ("hash", "member_id", "status", "technology", "origin", "enrolled_at",
-                     "updated_at")
+# the fields of each row on the wire, from the one member schema
+MEMBER_FIELDS = MEMBERS.wire_names()
+CREDENTIAL_FIELDS = CREDENTIALS.wire_names()
+RIGHT_FIELDS = RIGHTS.wire_names()
+BOOKING_FIELDS = BOOKINGS.wire_names()
+ROW_FIELDS = {"members": MEMBER_FIELDS, "credentials": CREDENTIAL_FIELDS,
+              "rights": RIGHT_FIELDS, "bookings": BOOKING_FIELDS}
+KEYS = {"members": "id", "credentials": "hash", "rights": "id", "bookings": "id"}
+
+
+def _sections(payload: dict[str, Any], rights: Sequence[dict[str, Any]],
+              bookings: Sequence[dict[str, Any]], access: dict[str, Any] | None) -> None:
+    """Rights, bookings and door access go in only when there are some, so that a site
+    that uses none of them publishes documents every door version accepts."""
+    if rights:
+        payload["rights"] = [_pick(r, RIGHT_FIELDS) for r in rights]
+    if bookings:
+        payload["bookings"] = [_pick(b, BOOKING_FIELDS) for b in bookings]
+    if access:
+        payload["access"] = access
 
 
 def make_snapshot(key: OfficeKey, *, site: str, version: int,
@@ -26,13 +43,17 @@ def make_snapshot(key: OfficeKey, *, site: str, version: int,
                   schedule: dict[str, Any] | None = None,
                   stored_seq: dict[str, int] | None = None,
                   issued_at: datetime | None = None,
-                  pending: dict[str, list[int]] | None = None) -> dict[str, Any]:
+                  pending: dict[str, list[int]] | None = None,
+                  rights: Sequence[dict[str, Any]] = (),
+                  bookings: Sequence[dict[str, Any]] = (),
+                  access: dict[str, Any] | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "v": 1, "kind": "snapshot", "site": site, "version": version,
         "issued_at": format_ts(issued_at or utcnow()),
         "members": [_pick(m, MEMBER_FIELDS) for m in members],
         "credentials": [_pick(c, CREDENTIAL_FIELDS) for c in credentials],
     }
+    _sections(payload, rights, bookings, access)
     if schedule is not None:
         payload["schedule"] = schedule
     if stored_seq:
@@ -50,7 +71,11 @@ def make_delta(key: OfficeKey, *, site: str, version: int, base_version: int,
                schedule: dict[str, Any] | None = None,
                stored_seq: dict[str, int] | None = None,
                issued_at: datetime | None = None,
-               pending: dict[str, list[int]] | None = None) -> dict[str, Any]:
+               pending: dict[str, list[int]] | None = None,
+               rights: Sequence[dict[str, Any]] = (),
+               bookings: Sequence[dict[str, Any]] = (),
+               removed_rights: Sequence[str] = (), removed_bookings: Sequence[str] = (),
+               access: dict[str, Any] | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "v": 1, "kind": "delta", "site": site, "version": version,
         "base_version": base_version, "issued_at": format_ts(issued_at or utcnow()),
@@ -59,6 +84,11 @@ def make_delta(key: OfficeKey, *, site: str, version: int, base_version: int,
         "removed_members": list(removed_members),
         "removed_credentials": list(removed_credentials),
     }
+    _sections(payload, rights, bookings, access)
+    if removed_rights:
+        payload["removed_rights"] = list(removed_rights)
+    if removed_bookings:
+        payload["removed_bookings"] = list(removed_bookings)
     if schedule is not None:
         payload["schedule"] = schedule
     if stored_seq:
@@ -96,7 +126,9 @@ def read_rule_document(raw: bytes, keys: PublicKeys, *, site: str,
         raise ProtocolError(f"wrong_site: the document is for site {payload['site']!r}")
     members = {m["id"] for m in payload["members"]} if "members" in payload else set()
     if payload["kind"] == "snapshot":
-        orphans = {c["member_id"] for c in payload["credentials"]} - members
-        if orphans:
-            raise ProtocolError(f"invalid: credentials of unknown members: {sorted(orphans)[:3]}")
+        for key in ("credentials", "rights", "bookings"):
+            orphans = {c["member_id"] for c in payload.get(key, ())} - members
+            if orphans:
+                raise ProtocolError(f"invalid: {key} of unknown members: "
+                                    f"{sorted(orphans)[:3]}")
     return payload

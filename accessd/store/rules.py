@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from accessd.decision import Grant, Plan, Status
+from accessd.decision import Booking, Grant, Plan, Status, Window
 from accessd.errors import (
     CorruptRecord,
     DuplicateCredential,
@@ -35,30 +36,14 @@ from accessd.errors import (
 )
 from accessd.events import format_ts, utcnow
 from accessd.rights import Change, Verdict, restricts, transition
-from accessd.schedule import Schedule
+from accessd.schedule import Schedule, parse_booking, parse_window
+from accessd.schema import door_ddl, migrate_door
 from accessd.store.db import connect, transaction
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS members (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    plan TEXT NOT NULL CHECK (plan IN ('subscriber', 'occasional')),
-    status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'revoked')),
-    valid_from TEXT,
-    valid_until TEXT,
-    origin TEXT NOT NULL DEFAULT 'site' CHECK (origin IN ('site', 'central')),
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS credentials (
-    hash TEXT PRIMARY KEY,
-    member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
-    status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'revoked')),
-    technology TEXT,
-    origin TEXT NOT NULL DEFAULT 'site' CHECK (origin IN ('site', 'central')),
-    enrolled_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS credentials_member ON credentials(member_id);
+log = logging.getLogger(__name__)
+
+# members, credentials, rights and bookings come from the one member schema (accessd.schema)
+SCHEMA = door_ddl() + """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS revocations (
     kind TEXT NOT NULL CHECK (kind IN ('member', 'credential')),
@@ -71,6 +56,22 @@ CREATE TABLE IF NOT EXISTS revocations (
 _LOOKUP = """
 SELECT c.status, m.id, m.name, m.plan, m.status, m.valid_from, m.valid_until
 FROM credentials c JOIN members m ON m.id = c.member_id WHERE c.hash = ?
+"""
+# a member's rights and restrictions at a door (or every door), and bookings not yet over of
+# that door (of any door at an entrance): one indexed query after the card's
+_WINDOWS = """
+SELECT effect, door, days, "start", "end", valid_from, valid_until, NULL FROM rights
+WHERE member_id = ?1 AND door IN (?2, '*')
+UNION ALL
+SELECT NULL, door, NULL, "start", "end", NULL, NULL, id FROM bookings
+WHERE member_id = ?1 AND "end" > ?3 AND (door = ?2 OR ?4)
+"""
+_ALL_WINDOWS = """
+SELECT effect, door, days, "start", "end", valid_from, valid_until, NULL FROM rights
+WHERE member_id = ?1
+UNION ALL
+SELECT NULL, door, NULL, "start", "end", NULL, NULL, id FROM bookings
+WHERE member_id = ?1 AND "end" > ?2
 """
 
 
@@ -109,6 +110,12 @@ class RuleCache:
         self.path = path
         self.db = connect(path, readonly=readonly)
         if not readonly:
+            try:
+                done = migrate_door(self.db.conn)  # an older cache is upgraded in place
+            except sqlite3.Error as exc:
+                raise StoreError(f"{path}: cannot upgrade the rule cache: {exc}") from exc
+            if done:
+                log.warning("%s: rule cache upgraded: %s", path, "; ".join(done))
             self.db.conn.executescript(SCHEMA)
         self._lookup_conn = self.db.conn
 
@@ -120,20 +127,60 @@ class RuleCache:
         return transaction(self.db.conn)
 
     # -- the hot path -------------------------------------------------------------------
-    def lookup(self, credential_hash: str) -> Grant | None:
+    def lookup(self, credential_hash: str, door: str | None = None, *,
+               entrance: bool = False, since: str | None = None) -> Grant | None:
+        """The card's member, with (given a `door`) the member's rights and restrictions at
+        that door and the bookings of that door (of every door at an `entrance`) that end
+        after `since` (a wire instant; default: a day ago). CorruptRecord when a row cannot
+        be used."""
         row = self._lookup_conn.execute(_LOOKUP, (credential_hash,)).fetchone()
         if row is None:
             return None
         cstatus, mid, name, plan, mstatus, vfrom, vuntil = row
         try:
+            windows, bookings = self.windows(mid, door, entrance=entrance, since=since) \
+                if door is not None else ((), ())
             return Grant(Status(cstatus), mid, name, Plan(plan), Status(mstatus),
-                         _date(vfrom), _date(vuntil))
+                         _date(vfrom), _date(vuntil), windows, bookings)
         except (ValueError, TypeError) as exc:  # a row written by hand or an older version
             raise CorruptRecord(f"member {mid!r}: unusable row ({exc}): plan {plan!r}, status "
                                 f"{mstatus!r}, card {cstatus!r}, valid {vfrom!r} to {vuntil!r}",
                                 member_id=mid,
                                 member_name=name, credential_status=cstatus,
                                 member_status=mstatus) from exc
+
+    def windows(self, member_id: str, door: str | None, *, entrance: bool = False,
+                since: str | None = None) -> tuple[tuple[Window, ...], tuple[Booking, ...]]:
+        """A member's rights and restrictions at `door` (or every door), and bookings of
+        `door` (any door at an `entrance`) ending after `since`; every door's when `door`
+        is None. ScheduleError (a ValueError) for a row that means nothing."""
+        since = since or (utcnow() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        windows: list[Window] = []
+        bookings: list[Booking] = []
+        sql, args = (_WINDOWS, (member_id, door, since, entrance)) if door is not None else \
+            (_ALL_WINDOWS, (member_id, since))
+        for effect, wdoor, days, start, end, wfrom, wuntil, booking in \
+                self._lookup_conn.execute(sql, args):
+            if booking is None:
+                windows.append(parse_window({
+                    "effect": effect, "door": wdoor, "days": days, "start": start, "end": end,
+                    "valid_from": wfrom, "valid_until": wuntil}))
+            else:
+                bookings.append(parse_booking({"door": wdoor, "start": start, "end": end},
+                                              f"booking {booking!r}"))
+        return tuple(windows), tuple(bookings)
+
+    def windowed_members(self) -> set[str]:
+        """The members that have rights, restrictions or bookings (office rows: they change
+        only with a rule document)."""
+        return {r[0] for r in self._lookup_conn.execute(
+            "SELECT member_id FROM rights UNION SELECT member_id FROM bookings")}
+
+    def changed_marker(self) -> tuple[int, int]:
+        """Changes as cheap as a pragma: another connection's commit (data_version) or this
+        connection's own (total_changes). Equal markers: nothing was written."""
+        return (self._lookup_conn.execute("PRAGMA data_version").fetchone()[0],
+                self._lookup_conn.total_changes)
 
     # -- meta ---------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -303,8 +350,8 @@ class RuleCache:
 
     def counts(self) -> dict[str, int]:
         c = self.db.conn
-        return {"members": c.execute("SELECT count(*) FROM members").fetchone()[0],
-                "credentials": c.execute("SELECT count(*) FROM credentials").fetchone()[0]}
+        return {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("members", "credentials", "rights", "bookings")}
 
     # -- bulk (rule sync, benchmarks) ---------------------------------------------------
     def bulk_load(self, conn: sqlite3.Connection, members: Iterable[dict[str, Any]],

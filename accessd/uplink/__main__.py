@@ -22,10 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m accessd.uplink",
                                      description="run the MQTT uplink without the door daemon")
     parser.add_argument("--config", help="accessd.toml (default: ACCESSD_CONFIG or /etc)")
+    parser.add_argument("--door", help="the door whose journal to deliver (a Pi with several "
+                                       "[[doors]]; default: the first)")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
+    spec = cfg.door_spec(args.door)
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    journal = Journal(cfg.storage.journal_db, cfg.site.id, cfg.site.door)
+    journal = Journal(spec.journal_file, cfg.site.id, spec.id)
     stop = threading.Event()
     uplink: Uplink
 
@@ -37,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         record(Event(EventType.COMMAND_REJECTED, reason="no_daemon",
                      detail={"operator": operator, "seconds": seconds}))
 
-    uplink = Uplink(cfg, cfg.storage.journal_db, cfg.storage.rules_db,
+    uplink = Uplink(cfg, spec.journal_file, cfg.storage.rules_db, door=spec,
+                    rules_owner=spec is cfg.doors[0],
+                    other_journals={d.id: d.journal_file for d in cfg.doors if d is not spec},
                     status_provider=lambda: {}, on_event=record, on_remote_release=refuse)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m accessd.uplink.apply")
     p.add_argument("--rules", required=True, help="the door's rule cache (SQLite)")
     p.add_argument("--journal", help="the door's journal (host enrolments not yet stored)")
+    p.add_argument("--other-journal", action="append", default=[], metavar="DOOR=PATH",
+                   help="the journal of another door of this Pi (sharing the rule cache)")
     p.add_argument("--keys", required=True, help="the office's public key file")
     p.add_argument("--site", required=True)
     p.add_argument("--door", required=True)
@@ -63,14 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     rules = RuleCache(args.rules)
     journal = Journal(args.journal, args.site, args.door, readonly=True) if args.journal \
         else None
+    others = {}
+    for item in args.other_journal:
+        door, _, path = item.partition("=")
+        others[door] = Journal(path, args.site, door, readonly=True)
     try:
         applier = RuleApplier(rules, PublicKeys.load(Path(args.keys)), site=args.site,
-                              door=args.door, journal=journal, max_bytes=args.max_bytes)
+                              door=args.door, journal=journal, max_bytes=args.max_bytes,
+                              others=others)
         outcome = applier.handle(raw, args.kind)
     finally:
         rules.close()
-        if journal is not None:
-            journal.close()
+        for j in [journal, *others.values()]:
+            if j is not None:
+                j.close()
     sys.stdout.write(json.dumps({"applied": outcome.applied, "ignored": outcome.ignored,
                                  "reason": outcome.reason, "detail": outcome.detail,
                                  "request_snapshot": outcome.request_snapshot}) + "\n")
@@ -79,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def apply_in_child(raw: bytes, kind: str, *, rules: Path, journal: Path | None, keys: Path,
                    site: str, door: str, max_bytes: int,
-                   timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+                   timeout_s: float = TIMEOUT_S,
+                   others: dict[str, Path] | None = None) -> dict[str, Any]:
     """Run `main` in a child on `raw`; its outcome (the fields of `rulesync.Outcome`).
 
     The caller's thread waits in I/O (no GIL held) while the child works. A child that fails
@@ -91,6 +100,8 @@ def apply_in_child(raw: bytes, kind: str, *, rules: Path, journal: Path | None, 
            "--max-bytes", str(max_bytes)]
     if journal is not None:
         cmd += ["--journal", str(journal.absolute())]
+    for other, path in (others or {}).items():
+        cmd += ["--other-journal", f"{other}={path.absolute()}"]
     try:
         done = subprocess.run(cmd, input=raw, capture_output=True, timeout=timeout_s,
                               check=False, env=child_environment(), cwd=rules.absolute().parent)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from accessd import __version__
-from accessd.config import Config
+from accessd.config import Config, DoorSpec
 from accessd.protocol.codec import encode
 from accessd.protocol.topics import Topics
 
@@ -95,12 +95,13 @@ class Options:
     support_url: str = ""
 
     @classmethod
-    def from_config(cls, config: Config) -> Options:
+    def from_config(cls, config: Config, door: DoorSpec | None = None) -> Options:
         m = config.mqtt
+        pins = (door or config.door_spec()).pins
         return cls(ha_prefix=m.homeassistant_prefix, site_name=config.site.name,
                    allow_release=m.homeassistant_allow_release,
                    show_names=m.homeassistant_show_names,
-                   door_contact=config.pins.door_contact != 0,
+                   door_contact=pins.door_contact != 0,
                    support_url=m.homeassistant_support_url)
 
 

@@ -33,6 +33,7 @@ from accessd.protocol.rules import read_rule_document
 from accessd.protocol.signing import PublicKeys, reason_of
 from accessd.rights import stricter
 from accessd.schedule import check_calendar
+from accessd.schema import BOOKINGS, CREDENTIALS, MEMBERS, RIGHTS, Table, columns_sql, upsert
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache, tombstone
 
@@ -56,9 +57,14 @@ class Outcome:
 class RuleApplier:
     def __init__(self, rules: RuleCache, keys: PublicKeys | None, *, site: str, door: str,
                  journal: Journal | None = None,
-                 max_bytes: int = SNAPSHOT_MAX_BYTES) -> None:
+                 max_bytes: int = SNAPSHOT_MAX_BYTES,
+                 others: dict[str, Journal] | None = None) -> None:
+        """`journal` is this door's; `others` the journals of the other doors of this Pi,
+        which share the rule cache: the host's changes journalled at any of them are kept
+        the same way (each door's numbers against that door's `stored_seq` and `pending`)."""
         self.rules, self.keys, self.site, self.door = rules, keys, site, door
         self.journal, self.max_bytes = journal, max_bytes
+        self.others = dict(others or {})
 
     def handle(self, raw: bytes, topic_kind: str) -> Outcome:
         """Check and apply a document that arrived on the `topic_kind` topic."""
@@ -90,11 +96,11 @@ class RuleApplier:
             with self.rules.transaction() as conn:
                 merge = _Merge(conn, doc, self._unsettled(conn, doc))
                 merge.write(conn)
-                if "schedule" in doc:
-                    self.rules.set_meta(conn, "schedule",
-                                        json.dumps(doc["schedule"], sort_keys=True))
-                elif doc["kind"] == "snapshot":
-                    conn.execute("DELETE FROM meta WHERE key = 'schedule'")
+                for key in ("schedule", "access"):
+                    if key in doc:
+                        self.rules.set_meta(conn, key, json.dumps(doc[key], sort_keys=True))
+                    elif doc["kind"] == "snapshot":
+                        conn.execute("DELETE FROM meta WHERE key = ?", (key,))
                 self._meta(conn, doc)
         except (sqlite3.IntegrityError, ValueError) as exc:
             return Outcome(reason="inconsistent", request_snapshot=doc["kind"] == "delta",
@@ -126,18 +132,9 @@ class RuleApplier:
                 if origin == "site":
                     members.add(mid)
         else:
-            stored = _count(doc.get("stored_seq", {}).get(self.door)) or 0
-            pending = [s for s in doc.get("pending", {}).get(self.door, []) if _count(s)]
-            marks = ",".join("?" * len(HOST_CHANGES))
-            rows = self.journal.conn.execute(
-                f"SELECT type, member_id, detail FROM events WHERE seq > ? AND type IN "
-                f"({marks})", (stored, *HOST_CHANGES)).fetchall()
-            for i in range(0, len(pending), 500):
-                chunk = pending[i:i + 500]
-                rows += self.journal.conn.execute(
-                    f"SELECT type, member_id, detail FROM events WHERE seq IN "
-                    f"({','.join('?' * len(chunk))}) AND type IN ({marks})",
-                    (*chunk, *HOST_CHANGES)).fetchall()
+            rows = []
+            for door, journal in {self.door: self.journal, **self.others}.items():
+                rows += _host_changes(journal, doc, door)
             for etype, mid, detail in rows:
                 if mid:
                     members.add(mid)
@@ -157,6 +154,24 @@ class RuleApplier:
         self.rules.set_meta(conn, "rule_kind", doc["kind"])
 
 
+def _host_changes(journal: Journal, doc: dict[str, Any], door: str) -> list[Any]:
+    """The host changes journalled at `door` that the document does not settle: after the
+    office's mark for that door, or listed as pending for it."""
+    stored = _count(doc.get("stored_seq", {}).get(door)) or 0
+    pending = [s for s in doc.get("pending", {}).get(door, []) if _count(s)]
+    marks = ",".join("?" * len(HOST_CHANGES))
+    rows = journal.conn.execute(
+        f"SELECT type, member_id, detail FROM events WHERE seq > ? AND type IN "
+        f"({marks})", (stored, *HOST_CHANGES)).fetchall()
+    for i in range(0, len(pending), 500):
+        chunk = pending[i:i + 500]
+        rows += journal.conn.execute(
+            f"SELECT type, member_id, detail FROM events WHERE seq IN "
+            f"({','.join('?' * len(chunk))}) AND type IN ({marks})",
+            (*chunk, *HOST_CHANGES)).fetchall()
+    return rows
+
+
 def _count(value: Any) -> int | None:
     """A sequence number from a document: an integer, never a boolean or a float."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
@@ -172,8 +187,16 @@ class Unsettled:
     credentials: frozenset[str]  # cards a change names: the host's own rows of them stay
 
 
-_M = "id, name, plan, status, valid_from, valid_until, origin, updated_at"
-_C = "hash, member_id, status, technology, origin, enrolled_at, updated_at"
+_MEMBER = MEMBERS.names("door")  # id, the content, then origin and updated_at
+_CARD = CREDENTIALS.names("door")  # hash, the content, then origin, enrolled_at, updated_at
+_M, _C = columns_sql(_MEMBER), columns_sql(_CARD)
+_M_CONTENT = [n for n in MEMBERS.names("door", meta=False) if n != "id"]
+_C_CONTENT = [n for n in CREDENTIALS.names("door", meta=False) if n != "hash"]
+_M_STATUS, _M_ORIGIN = _M_CONTENT.index("status"), len(_M_CONTENT)
+_C_MEMBER, _C_STATUS, _C_ORIGIN = (_C_CONTENT.index("member_id"), _C_CONTENT.index("status"),
+                                   len(_C_CONTENT))
+_UPSERT_M = upsert(MEMBERS, office=False)
+_UPSERT_C = upsert(CREDENTIALS, office=False)
 
 
 class _Merge:
@@ -185,7 +208,11 @@ class _Merge:
     the wire's own `origin` and timestamps are not used (every row in a document is the
     office's). A snapshot removes the office rows it does not name; a delta removes the ones
     it lists. Either removes the host's own rows that are settled and not in the document:
-    the office decided on them, and did not take them.
+    the office decided on them, and did not take them. Rights and bookings are the office's
+    alone: a snapshot's are all of them, a delta changes the ones it names.
+
+    Rows are tuples in the schema's column order (accessd.schema): the content fields, then
+    the bookkeeping ones.
     """
 
     def __init__(self, conn: sqlite3.Connection, doc: dict[str, Any],
@@ -199,7 +226,7 @@ class _Merge:
         have_m = {r[0]: r[1:] for r in conn.execute(f"SELECT {_M} FROM members")}
         have_c = {r[0]: r[1:] for r in conn.execute(f"SELECT {_C} FROM credentials")}
         # the host's own members that stay the host's
-        ours = {mid for mid, old in have_m.items() if old[5] == "site"
+        ours = {mid for mid, old in have_m.items() if old[_M_ORIGIN] == "site"
                 and mid in unsettled.members}
         kept: set[str] = set(ours)  # members some of whose host rows stay
 
@@ -210,25 +237,24 @@ class _Merge:
             wanted_m.add(mid)
             old = have_m.get(mid)
             if mid in ours:
-                row = [*old[:5], "site"]  # the host's own member, still undecided
-                row[2] = stricter(old[2], m["status"])
+                row = [*old[:_M_ORIGIN], "site"]  # the host's own member, still undecided
+                row[_M_STATUS] = stricter(old[_M_STATUS], m["status"])
             else:
-                row = [m["name"], m["plan"], m["status"], m.get("valid_from"),
-                       m.get("valid_until"), "central"]
+                row = [*(m.get(n) for n in _M_CONTENT), "central"]
                 if old is not None and mid in unsettled.statuses:
-                    row[2] = stricter(row[2], old[2])
-            if mid in revoked_m or (old is not None and old[2] == "revoked"):
+                    row[_M_STATUS] = stricter(row[_M_STATUS], old[_M_STATUS])
+            if mid in revoked_m or (old is not None and old[_M_STATUS] == "revoked"):
                 if m["status"] != "revoked":
                     self.refused_members.append(mid)
-                row[2] = "revoked"
-            if old is None or tuple(old[:6]) != tuple(row):
+                row[_M_STATUS] = "revoked"
+            if old is None or tuple(old[:_M_ORIGIN + 1]) != tuple(row):
                 self.members.append((mid, *row, issued))
         removed_m = set(doc.get("removed_members", []))
         self.gone_m = []
         for mid, old in have_m.items():
             if mid in wanted_m or mid in ours:
                 continue
-            if snapshot or old[5] == "site" or mid in removed_m:
+            if snapshot or old[_M_ORIGIN] == "site" or mid in removed_m:
                 self.gone_m.append((mid,))
 
         self.creds: list[tuple[Any, ...]] = []
@@ -237,44 +263,66 @@ class _Merge:
             h = c["hash"]
             wanted_c.add(h)
             old = have_c.get(h)
-            row = [c["member_id"], c["status"], c.get("technology"), "central"]
+            row = [*(c.get(n) for n in _C_CONTENT), "central"]
             if old is not None and h in unsettled.credentials:
-                row[1] = stricter(row[1], old[1])
-            if h in revoked_c or (old is not None and old[1] == "revoked"):
+                row[_C_STATUS] = stricter(row[_C_STATUS], old[_C_STATUS])
+            if h in revoked_c or (old is not None and old[_C_STATUS] == "revoked"):
                 if c["status"] != "revoked":
                     self.refused_credentials.append(h)
-                row[1] = "revoked"
+                row[_C_STATUS] = "revoked"
             if old is None:
                 self.creds.append((h, *row, issued, issued))
-            elif tuple(old[:4]) != tuple(row):
-                self.creds.append((h, *row, old[4], issued))
+            elif tuple(old[:_C_ORIGIN + 1]) != tuple(row):
+                self.creds.append((h, *row, old[_C_ORIGIN + 1], issued))
         removed_c = set(doc.get("removed_credentials", []))
         self.gone_c = []
         for h, old in have_c.items():
             if h in wanted_c:
                 continue
-            if old[3] == "site" and h in unsettled.credentials:
-                kept.add(old[0])  # a card the host added, still undecided
-            elif snapshot or old[3] == "site" or h in removed_c:
+            if old[_C_ORIGIN] == "site" and h in unsettled.credentials:
+                kept.add(old[_C_MEMBER])  # a card the host added, still undecided
+            elif snapshot or old[_C_ORIGIN] == "site" or h in removed_c:
                 self.gone_c.append((h,))
         self.kept = len(kept)
-        self.revoked = ([("member", r[0]) for r in self.members if r[3] == "revoked"]
-                        + [("credential", r[0]) for r in self.creds if r[2] == "revoked"])
+        self.revoked = ([("member", r[0]) for r in self.members
+                         if r[1 + _M_STATUS] == "revoked"]
+                        + [("credential", r[0]) for r in self.creds
+                           if r[1 + _C_STATUS] == "revoked"])
+        self.others = [_Rows(conn, doc, table) for table in (RIGHTS, BOOKINGS)]
 
     def write(self, conn: sqlite3.Connection) -> None:
         # cards first, then members (a departing member's remaining cards go by cascade);
         # members are written before the cards that refer to them
         conn.executemany("DELETE FROM credentials WHERE hash = ?", self.gone_c)
         conn.executemany("DELETE FROM members WHERE id = ?", self.gone_m)
-        conn.executemany(
-            f"INSERT INTO members ({_M}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO "
-            "UPDATE SET name = excluded.name, plan = excluded.plan, status = excluded.status, "
-            "valid_from = excluded.valid_from, valid_until = excluded.valid_until, "
-            "origin = excluded.origin, updated_at = excluded.updated_at", self.members)
-        conn.executemany(
-            f"INSERT INTO credentials ({_C}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(hash) DO "
-            "UPDATE SET member_id = excluded.member_id, status = excluded.status, "
-            "technology = excluded.technology, origin = excluded.origin, "
-            "enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at", self.creds)
+        conn.executemany(_UPSERT_M, self.members)
+        conn.executemany(_UPSERT_C, self.creds)
         for kind, key in self.revoked:
             tombstone(conn, kind, key, format_ts(utcnow()))
+        for rows in self.others:  # after the members they name
+            rows.write(conn)
+
+
+class _Rows:
+    """The office-only rows of one table (rights, bookings) a document leaves: a snapshot's
+    are the whole table, a delta upserts its rows and deletes its `removed_<table>`; only
+    rows that differ are written."""
+
+    def __init__(self, conn: sqlite3.Connection, doc: dict[str, Any], table: Table) -> None:
+        self.table = table
+        names = table.names("door")
+        have = {r[0]: r for r in conn.execute(
+            f"SELECT {columns_sql(names)} FROM {table.name}")}
+        wanted = {r[table.key]: tuple(r.get(n) for n in names)
+                  for r in doc.get(table.name, ())}
+        self.upserts = [row for key, row in wanted.items() if have.get(key) != row]
+        if doc["kind"] == "snapshot":
+            self.gone = [(k,) for k in have if k not in wanted]
+        else:
+            self.gone = [(k,) for k in doc.get(f"removed_{table.name}", ()) if k in have
+                         and k not in wanted]
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        conn.executemany(f"DELETE FROM {self.table.name} WHERE {self.table.key} = ?",
+                         self.gone)
+        conn.executemany(upsert(self.table, office=False), self.upserts)

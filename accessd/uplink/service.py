@@ -22,7 +22,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from accessd.clock import ClockTrust
-from accessd.config import Config
+from accessd.config import Config, DoorSpec
 from accessd.credentials import read_secret_file
 from accessd.errors import AccessdError, ProtocolError
 from accessd.events import Event, EventType, JournalEntry, format_ts, utcnow
@@ -100,13 +100,22 @@ class Uplink:
     def __init__(self, config: Config, journal_path: Path, rules_path: Path, *,
                  status_provider: Callable[[], dict[str, Any]],
                  on_event: Callable[[Event], None],
-                 on_remote_release: Callable[[str, float], None]) -> None:
+                 on_remote_release: Callable[[str, float], None],
+                 door: DoorSpec | None = None, rules_owner: bool = True,
+                 other_journals: dict[str, Path] | None = None) -> None:
+        """The uplink of `door` (default: the configuration's first). On a Pi with several
+        doors each has its own; one of them, `rules_owner`, applies the site's rules to the
+        shared rule cache, reading the host's changes from every door's journal
+        (`other_journals`)."""
         self.config = config
+        self.spec = door or config.door_spec()
+        self.door = self.spec.id
+        self.rules_owner, self.other_journals = rules_owner, dict(other_journals or {})
         self.journal_path, self.rules_path = journal_path, rules_path
         self.status_provider, self.on_event = status_provider, on_event
         self.on_remote_release = on_remote_release
         m = config.mqtt
-        self.topics = Topics(m.topic_prefix, config.site.id, config.site.door)
+        self.topics = Topics(m.topic_prefix, config.site.id, self.door)
         self.keys = PublicKeys.load(m.rules_public_key_file) if m.rules_public_key_file else None
         self.settings = broker_settings(config)
         self.clock = ClockTrust(config.clock.trust, config.clock.not_before)
@@ -151,7 +160,9 @@ class Uplink:
             log.warning("broker %s refused the connection: %s", self.settings, rc)
             return
         t = self.topics
-        subs = [(t.ack, 1), (t.command, 1), (t.rules_snapshot, 1), (t.rules_delta, 1)]
+        subs = [(t.ack, 1), (t.command, 1)]
+        if self.rules_owner:
+            subs += [(t.rules_snapshot, 1), (t.rules_delta, 1)]
         if self.config.mqtt.homeassistant_allow_release:
             subs.append((t.ha_release, 1))
         client.subscribe(subs)
@@ -187,17 +198,20 @@ class Uplink:
 
     def _work(self) -> None:
         m = self.config.mqtt
-        self.journal = Journal(self.journal_path, self.config.site.id, self.config.site.door)
+        self.journal = Journal(self.journal_path, self.config.site.id, self.door)
         self.rules = RuleCache(self.rules_path)
+        self.others = {d: Journal(p, self.config.site.id, d, readonly=True)
+                       for d, p in self.other_journals.items()} if self.rules_owner else {}
         self.applier = RuleApplier(self.rules, self.keys, site=self.config.site.id,
-                                   door=self.config.site.door, journal=self.journal,
-                                   max_bytes=m.rules_max_bytes)
+                                   door=self.door, journal=self.journal,
+                                   max_bytes=m.rules_max_bytes, others=self.others)
         self.commands = CommandHandler(self.rules.db.conn, self.keys,
-                                       site=self.config.site.id, door=self.config.site.door,
+                                       site=self.config.site.id, door=self.door,
                                        now=self._trusted_now)
-        client = new_client(self.settings, m.client_id or
-                            f"accessd-{self.config.site.id}-{self.config.site.door}",
-                            max_inflight=m.outbox_window)
+        client_id = m.client_id or f"accessd-{self.config.site.id}-{self.door}"
+        if m.client_id and self.config.several_doors:
+            client_id = f"{m.client_id}-{self.door}"  # one broker session per door
+        client = new_client(self.settings, client_id, max_inflight=m.outbox_window)
         client.will_set(self.topics.status, encode(self._offline()), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -209,8 +223,10 @@ class Uplink:
         if self.keys is None:
             log.warning("no [mqtt] rules_public_key_file: no office can acknowledge events "
                         "here, so they wait in the journal ('accessd status' counts them)")
-        self.discovery = Discovery(self.topics, Options.from_config(self.config),
-                                   DiscoveryRecord(self.config.storage.dir / "homeassistant.json"),
+        record = "homeassistant.json" if self.spec is self.config.doors[0] else \
+            f"homeassistant-{self.door}.json"
+        self.discovery = Discovery(self.topics, Options.from_config(self.config, self.spec),
+                                   DiscoveryRecord(self.config.storage.dir / record),
                                    enabled=m.homeassistant_discovery)
         self.outbox = Outbox(self.journal, self._send, window=m.outbox_window,
                              ack_timeout_s=m.ack_timeout_s)
@@ -251,6 +267,8 @@ class Uplink:
             log.debug("while disconnecting: %s", exc)
         self.client.loop_stop()
         self.journal.close()
+        for j in self.others.values():
+            j.close()
         self.rules.close()
         self._set(connected=False)
 
@@ -274,7 +292,7 @@ class Uplink:
             self._publish(self.topics.status, self._status(), retain=True)
             self.discovery.on_connected(
                 lambda topic, body: self.client.publish(topic, body, qos=1, retain=True))
-            if self.rules.version == 0:
+            if self.rules.version == 0 and self.rules_owner:
                 self._request_snapshot("no rules yet")
         elif kind == "disconnected":
             if self.outbox.connected:
@@ -295,7 +313,7 @@ class Uplink:
             self._command(payload)
         elif (topic == t.ha_release and self.config.mqtt.homeassistant_allow_release
               and payload.strip() == UNLOCK.encode()):
-            self._release("homeassistant", self.config.lock.release_s)
+            self._release("homeassistant", self.spec.lock.release_s)
 
     def _ack(self, payload: bytes) -> None:
         """An acknowledgement, resend request or rebase instruction: used only if the
@@ -304,8 +322,7 @@ class Uplink:
         try:
             if self.keys is None:
                 raise ProtocolError("no_key: no office public key to check it with")
-            ack = read_ack(payload, self.keys, site=self.config.site.id,
-                           door=self.config.site.door)
+            ack = read_ack(payload, self.keys, site=self.config.site.id, door=self.door)
         except ProtocolError as exc:
             self._refused_ack(exc)
             return
@@ -388,9 +405,9 @@ class Uplink:
             return self.applier.handle(payload, kind)
         before = self.rules.version
         out = apply_in_child(payload, kind, rules=self.rules_path, journal=self.journal_path,
-                             keys=key_file, site=self.config.site.id,
-                             door=self.config.site.door,
-                             max_bytes=self.config.mqtt.rules_max_bytes)
+                             keys=key_file, site=self.config.site.id, door=self.door,
+                             max_bytes=self.config.mqtt.rules_max_bytes,
+                             others=self.other_journals)
         if out.get("reason") == "apply_failed" and self.rules.version != before:
             # the child died after its commit, before its answer: the rules are applied
             return Outcome(applied=True, detail={"kind": kind, "version": self.rules.version,
@@ -409,7 +426,7 @@ class Uplink:
         cmd = outcome.command
         if cmd["type"] == "release":
             self._release(cmd["operator"], float(cmd.get("seconds",
-                                                         self.config.lock.release_s)))
+                                                         self.spec.lock.release_s)))
         elif cmd["type"] == "request_snapshot":
             self._request_snapshot(f"asked by {cmd['operator']}")
 
@@ -427,7 +444,7 @@ class Uplink:
 
     def _request_snapshot(self, reason: str) -> None:
         self._publish(self.topics.rules_request, {
-            "v": 1, "site": self.config.site.id, "door": self.config.site.door,
+            "v": 1, "site": self.config.site.id, "door": self.door,
             "have_version": self.rules.version, "reason": reason[:200]})
 
     # -- publishing ---------------------------------------------------------------------
@@ -435,7 +452,7 @@ class Uplink:
         """This door's signing key, made here at the first start. Without it no event can
         go out (rules and commands still come in): said once, at ERROR."""
         try:
-            return DoorKey.load_or_create(self.config.site.door_key_file)
+            return DoorKey.load_or_create(self.spec.door_key_file)
         except (AccessdError, OSError) as exc:
             log.error("cannot use the door key: %s; events wait in the journal", exc)
             self._set(last_error=f"door key: {exc}")
@@ -463,8 +480,7 @@ class Uplink:
             log.debug("publish to %s deferred: %s", topic, mqtt.error_string(info.rc))
 
     def _offline(self) -> dict[str, Any]:
-        return {"v": 1, "online": False, "site": self.config.site.id,
-                "door": self.config.site.door}
+        return {"v": 1, "online": False, "site": self.config.site.id, "door": self.door}
 
     def _status(self) -> dict[str, Any]:
         try:
@@ -474,7 +490,7 @@ class Uplink:
             log.exception("the daemon's status provider failed")
             door = {}
         return {**door, "v": 1, "online": True, "site": self.config.site.id,
-                "door": self.config.site.door, "ts": format_ts(utcnow()),
+                "door": self.door, "ts": format_ts(utcnow()),
                 "rule_version": self.rules.version, "outbox_depth": self.journal.depth(),
                 "acked_seq": self.journal.acked_seq, "last_seq": self.journal.last_seq,
                 "journal": self.journal_id}
