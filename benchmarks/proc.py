@@ -126,7 +126,6 @@ class Uplink:
 @contextlib.contextmanager
 def office(sites: SiteFactory, name: str) -> Iterator[Uplink]:
     """A private Mosquitto (TLS, one login per door, ACLs) and the office's signing key."""
-    from accessd.protocol.signing import OfficeKey, public_line
     from benchmarks.network import DOOR, SITE, door_mqtt, missing_infrastructure, start_broker
 
     why = missing_infrastructure()
@@ -134,11 +133,9 @@ def office(sites: SiteFactory, name: str) -> Iterator[Uplink]:
         raise Unmeasurable(why)
     work = sites.root / name
     work.mkdir(exist_ok=True)
-    pub = work / "office.pub"
-    pub.write_text(public_line(OfficeKey.generate().public) + "\n")
     broker = start_broker(work / "broker", ((SITE, DOOR),))
-    try:
-        yield Uplink(broker, door_mqtt(broker, public_key=pub), work)
+    try:  # the door trusts the office's key (work/office), which signs the collector's acks
+        yield Uplink(broker, door_mqtt(broker), work)
     finally:
         broker.stop()
 
@@ -190,15 +187,17 @@ def _fifo_path(site: Site) -> Path:
 
 
 def bench_rss(sites: SiteFactory, *, taps: int) -> Result:
-    from benchmarks.network import CollectorProc
+    from benchmarks.network import CollectorProc, register_door_key
 
     rng = random.Random(6)
     members = sites.members_subscribers()
     cards = Cards(members, rng)
     with office(sites, "rss") as uplink:
-        collector = CollectorProc(uplink.broker, str(uplink.work / "central.db"), uplink.work,
-                                  client_id="bench-collector-rss")
         site, fifo = _door_site(sites, uplink, hold_off_s=0.5)
+        store = str(uplink.work / "central.db")
+        register_door_key(store, site.config)  # the office takes only events signed by it
+        collector = CollectorProc(uplink.broker, store, uplink.work,
+                                  client_id="bench-collector-rss")
         p = DaemonProcess(site, site.dir / "notify.sock")
         try:
             collector.wait_ready()

@@ -134,6 +134,7 @@ def _jumps(ctx: Context, res: Result, rng: random.Random) -> None:
                       f"last_trusted={last_trusted}: {plan} until {until}: got "
                       f"{d.granted}/{d.reason}, expected {expected}")
         res.check(door.unexplained_releases() == 0, "jumps: relay released without a grant")
+        door.settle()
         conn = door.journal.conn
         seqs = [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")]
         res.check(seqs == list(range(1, len(seqs) + 1)), "jumps: journal sequence has a gap")

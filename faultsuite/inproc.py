@@ -104,10 +104,17 @@ class Door:
         door = Door(self.root, days=tuple(self.schedule.days), clock=self.clock)
         return door
 
+    def settle(self) -> None:
+        """Wait until every event recorded so far is journalled (the controller's writer
+        commits off the tap's path): before reading the journal."""
+        if not self.controller.flush(30):
+            raise RuntimeError("the journal did not take the door's events")
+
     def unexplained_releases(self) -> int:
         return max(0, self.lock.releases - self.grants)
 
     def close(self) -> None:
+        self.controller.close()  # the writer commits what it holds first
         self.relay.close()
         self.rules.close()
         self.journal.close()

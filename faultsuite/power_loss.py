@@ -123,6 +123,7 @@ def workload(config_path: str) -> int:
         for cycle, doc in enumerate(cfg["docs"]):
             marks.mark(f"phase taps {cycle}")
             tapper.wait_for(tapper.n + cfg["taps"])
+            door.settle()  # their group commits fall inside this phase (the tapper goes on)
             if doc is not None:
                 marks.mark(f"phase rules {cycle}")
                 rules = RuleCache(storage / "rules.db")
@@ -142,6 +143,7 @@ def workload(config_path: str) -> int:
                     Event(EventType.ACCESS_DENIED, ts=old + timedelta(seconds=i), reader="door",
                           result="denied", reason="unknown_credential")
                     for i in range(cfg["old_rows"])])
+                door.settle()  # the writer committed them: the purge has them to delete
                 journal = Journal(storage / "journal.db", "faults", "front")
                 try:
                     marks.mark(f"P begin {oldest['upto']}")
@@ -390,6 +392,7 @@ def check_folder(folder: Path, exp: Expected, rs: RuleSets) -> tuple[list[str], 
         try:
             last = door.journal.last_seq
             decision = door.tap(uid_of(0))
+            door.settle()
             if not decision.granted:
                 problems.append(f"after restart a member was refused: {decision.reason}")
             if door.journal.last_seq != last + 1:

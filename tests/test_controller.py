@@ -61,6 +61,7 @@ def rig(tmp_path: Path):
         guard_factory=lambda: UnknownCardGuard(3, 30, 60), door_monitor=monitor,
         monotonic=clock.monotonic, wallclock=clock.wall)
     yield c, relay, factory.pin(17), clock, trust, monitor
+    c.close()
     relay.close()
     rules.close()
     journal.close()
@@ -71,12 +72,18 @@ def tap(uid: str, reader: str = "door", direction: str = "entry") -> CardRead:
     return CardRead(reader=reader, uid=uid, technology="em4100", direction=direction)  # type: ignore[arg-type]
 
 
+def journalled(c: DoorController) -> list:
+    """Every entry, once the writer has committed what the door recorded so far."""
+    assert c.flush(), "the journal did not take the door's events"
+    return list(c.journal.iter_all())
+
+
 def test_grant_releases_then_journals(rig) -> None:
     c, relay, pin, clock, *_ = rig
     assert pin.state is False  # locked from the start
     d = c.on_card(tap(ANA))
     assert d.granted and relay.released and pin.state is True
-    (entry,) = list(c.journal.iter_all())
+    (entry,) = journalled(c)
     e = entry.event
     assert e.type is EventType.ACCESS_GRANTED and e.member_name == "Ana"
     assert e.reason == "subscriber" and e.plan == "subscriber"
@@ -88,7 +95,7 @@ def test_denied_stays_locked_with_reason(rig) -> None:
     d = c.on_card(tap(OLI))  # 22:00: outside opening hours
     assert not d.granted and d.reason is Reason.OUTSIDE_OPENING_HOURS
     assert not relay.released and pin.state is False
-    assert list(c.journal.iter_all())[0].event.reason == "outside_opening_hours"
+    assert journalled(c)[0].event.reason == "outside_opening_hours"
 
 
 def test_untrusted_clock_marks_events(rig) -> None:
@@ -96,7 +103,7 @@ def test_untrusted_clock_marks_events(rig) -> None:
     trust.trust = "never"
     assert c.on_card(tap(ANA)).granted  # subscribers still enter
     assert c.on_card(tap(OLI)).reason is Reason.CLOCK_UNTRUSTED
-    assert [e.event.clock_trusted for e in c.journal.iter_all()] == [False, False]
+    assert [e.event.clock_trusted for e in journalled(c)] == [False, False]
 
 
 def test_unknown_burst_locks_reader_out_and_raises_alarm(rig) -> None:
@@ -104,7 +111,7 @@ def test_unknown_burst_locks_reader_out_and_raises_alarm(rig) -> None:
     for i in range(3):
         clock.mono += 1
         assert c.on_card(tap(f"FFFFFFFF{i:02X}")).reason is Reason.UNKNOWN_CREDENTIAL
-    types = [e.event.type for e in c.journal.iter_all()]
+    types = [e.event.type for e in journalled(c)]
     assert types.count(EventType.READER_LOCKOUT) == 1
     clock.mono += 1
     assert c.alarms() == ["reader_lockout:door"]
@@ -141,7 +148,7 @@ def test_capture_diverts_next_card(rig) -> None:
     assert c.captures_waiting == 0
     t.join(5)
     assert got["r"].uid == "1122334455"
-    assert not relay.released and list(c.journal.iter_all()) == []
+    assert not relay.released and journalled(c) == []
 
 
 def test_exit_request_and_door_events(rig) -> None:
@@ -153,14 +160,14 @@ def test_exit_request_and_door_events(rig) -> None:
     monitor.door_closed(clock.mono + 2)
     forced = monitor.door_opened(clock.mono + 100)
     assert [e.kind for e in forced] == ["door.forced"]
-    assert list(c.journal.iter_all())[0].event.type is EventType.EXIT_REQUEST
+    assert journalled(c)[0].event.type is EventType.EXIT_REQUEST
 
 
 def test_manual_release_is_logged_with_operator(rig) -> None:
     c, relay, *_ = rig
     c.manual_release("Claire", 10)
     assert relay.released
-    e = list(c.journal.iter_all())[0].event
+    e = journalled(c)[0].event
     assert e.type is EventType.MANUAL_RELEASE and e.detail["operator"] == "Claire"
 
 
@@ -188,14 +195,19 @@ def test_full_disk_keeps_deciding_and_recovers_in_order(rig) -> None:
     c.journal = failing  # type: ignore[assignment]
     assert c.on_card(tap(ANA)).granted  # the door keeps working
     assert not c.on_card(tap(OLI)).granted
+    assert not c.flush()  # the writer tried, the journal refused
     assert not c.journal_ok and c.pending_events == 2
     assert c.alarms() == ["journal_unavailable"]
+    assert c.counters.decided == 2 and (c.counters.granted, c.counters.denied) == (0, 0)
+    assert c.last_decision is None  # the status shows what is journalled
     failing.full = False
     assert c.flush()
     types = [e.event.type for e in failing.real.iter_all()]
     assert types == [EventType.JOURNAL_UNAVAILABLE, EventType.ACCESS_GRANTED,
                      EventType.ACCESS_DENIED]
-    assert c.journal_ok
+    assert c.journal_ok and c.alarms() == []
+    assert (c.counters.granted, c.counters.denied) == (1, 1)
+    assert c.last_decision is not None and c.last_decision["member_name"] == "Oli"
 
 
 def test_untrusted_clock_uses_last_trusted_instant_not_a_wrong_one(rig) -> None:
@@ -216,8 +228,11 @@ def test_untrusted_clock_uses_last_trusted_instant_not_a_wrong_one(rig) -> None:
         clock=ClockTrust("never"), schedule=SCHEDULE, lock=relay, release_s=5,
         guard_factory=lambda: UnknownCardGuard(3, 30, 60), monotonic=clock.monotonic,
         wallclock=lambda: datetime(1970, 1, 1, tzinfo=UTC))
-    assert fresh.on_card(tap("99887766")).granted
-    assert fresh.on_card(tap("11223344")).reason is Reason.EXPIRED  # ended before 2026-11-25
+    try:
+        assert fresh.on_card(tap("99887766")).granted
+        assert fresh.on_card(tap("11223344")).reason is Reason.EXPIRED  # ended before 2026-11-25
+    finally:
+        fresh.close()
 
 
 # -- the door never stops deciding ----------------------------------------------------------
@@ -237,7 +252,7 @@ def by_hand(rules: RuleCache, sql: str, *args: object) -> None:
 
 
 def events_of(c: DoorController, etype: EventType) -> list:
-    return [e.event for e in c.journal.iter_all() if e.event.type == etype]
+    return [e.event for e in journalled(c) if e.event.type == etype]
 
 
 @pytest.mark.parametrize("bad", [
@@ -328,16 +343,20 @@ def test_an_unexpected_error_is_a_denial_a_journal_entry_and_an_alarm(rig, caplo
 
 
 def test_a_journal_failing_unexpectedly_holds_the_events(rig, caplog) -> None:
-    c, relay, *_ = rig
+    c, relay, pin, clock, *_ = rig
     failing = FailingJournal(c.journal)
     failing.error = RuntimeError("a bug in the journal")
     c.journal = failing  # type: ignore[assignment]
-    with caplog.at_level(logging.ERROR, logger="accessd.daemon.controller"):
+    with caplog.at_level(logging.ERROR):
         assert c.on_card(tap(ANA)).granted
         assert not c.on_card(tap(OLI)).granted
-    assert c.pending_events == 2 and "journal_unavailable" in c.alarms()
+        assert not c.flush()
+        clock.mono += 1
+        assert c.on_card(tap(ANA)).granted  # later taps do not log it again
+        assert not c.flush()
+    assert c.pending_events == 3 and "journal_unavailable" in c.alarms()
     assert len([r for r in caplog.records if r.exc_info]) == 1
     failing.full = False
     assert c.flush()
     assert [e.event.type for e in failing.real.iter_all()][1:] == [
-        EventType.ACCESS_GRANTED, EventType.ACCESS_DENIED]
+        EventType.ACCESS_GRANTED, EventType.ACCESS_DENIED, EventType.ACCESS_GRANTED]

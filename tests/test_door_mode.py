@@ -5,6 +5,7 @@ journalled; the fault suite's release audit takes the unlocking modes and nothin
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,7 +21,7 @@ from accessd.decision import Plan, Reason
 from accessd.door.lock import LockRelay
 from accessd.door.mode import DoorMode, Hold, Mode
 from accessd.door.monitor import DoorStateMachine
-from accessd.events import EventType
+from accessd.events import EventType, JournalEntry
 from accessd.guard import UnknownCardGuard
 from accessd.readers.base import CardRead
 from accessd.schedule import Schedule
@@ -85,21 +86,39 @@ def door(tmp_path: Path):
     now = {"t": at(8, 30)}
     trust = Trust()
 
+    built: list[DoorController] = []
+
     def build(unlock: UnlockConfig) -> DoorController:
-        return DoorController(
+        built.append(DoorController(
             site="site", door="front", rules=rules, journal=journal, hasher=hasher,
             clock=trust, schedule=SCHEDULE, lock=relay, release_s=3,  # type: ignore[arg-type]
             guard_factory=lambda: UnknownCardGuard(3, 30, 60),
-            door_monitor=DoorStateMachine(20, 30), wallclock=lambda: now["t"], unlock=unlock)
+            door_monitor=DoorStateMachine(20, 30), wallclock=lambda: now["t"], unlock=unlock))
+        return built[-1]
 
-    yield build, relay, factory.pin(17), now, trust, journal
+    yield build, relay, factory.pin(17), now, trust, Journalled(journal, built)
+    for c in built:
+        c.close()
     relay.close()
     rules.close()
     journal.close()
     factory.close()
 
 
-def modes(journal: Journal) -> list[tuple[str, str]]:
+class Journalled:
+    """The journal as the controllers' writers leave it once they committed what they hold
+    (they commit off the door's lock, accessd/store/writer.py)."""
+
+    def __init__(self, journal: Journal, controllers: list[DoorController]) -> None:
+        self.journal, self.controllers = journal, controllers
+
+    def iter_all(self) -> Iterator[JournalEntry]:
+        for c in self.controllers:
+            assert c.flush(), "the journal did not take the door's events"
+        return self.journal.iter_all()
+
+
+def modes(journal: Journalled) -> list[tuple[str, str]]:
     return [(e.event.detail["mode"], e.event.detail["why"]) for e in journal.iter_all()
             if e.event.type is EventType.DOOR_MODE]
 

@@ -1,7 +1,7 @@
 """The `power_loss` fault scenario's checker can fail: a journal without fsync loses committed
 events under the same model that finds none lost with the product's `synchronous=FULL`, and
 each invariant catches a folder damaged on purpose. Then the durability bugs the model found in
-the product, strict xfail until fixed (docs/reliability.md, "Durability bugs it found").
+the product, now fixed (docs/reliability.md, "Durability bugs it found").
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def test_a_corrupt_page_is_caught(logged: tuple[LoggedRun, RuleSets]) -> None:
     shutil.rmtree(run.cut)
 
 
-# -- product durability bugs the power-loss model finds (xfail until fixed) ---------------------
+# -- product durability bugs the power-loss model found (fixed: accessd/store/spool.py) ---------
 STOP_WITH_HELD_EVENTS = """
 import sys
 from accessd.config import load_config
@@ -192,9 +192,6 @@ def _journal_after_next_start(tmp_path: Path, files: dict[str, bytes]) -> list[t
     return rows
 
 
-@pytest.mark.xfail(strict=True, reason="DoorController.spool creates and renames its file "
-                   "without fsyncing the spool folder: a power loss after the stop can lose the "
-                   "name, so events the daemon said it spooled are gone")
 def test_events_spooled_at_stop_survive_a_power_loss_after_the_stop(tmp_path: Path) -> None:
     state, snap, records = _spooled_runs(tmp_path)
     disk = Disk(snap, state)
@@ -204,10 +201,6 @@ def test_events_spooled_at_stop_survive_a_power_loss_after_the_stop(tmp_path: Pa
     assert spooled, f"the spool file is gone after the power loss: {sorted(files)}"
 
 
-@pytest.mark.xfail(strict=True, reason="_import_spools journals a spool file then unlinks it "
-                   "without fsyncing the folder, and does not check whether the journal "
-                   "already holds that file: a power loss after the import journals the same "
-                   "events again at the next start")
 def test_a_spool_file_is_journalled_once_whatever_the_instant_of_a_power_loss(
         tmp_path: Path) -> None:
     state, _, _ = _spooled_runs(tmp_path / "first")

@@ -279,3 +279,88 @@ def test_fast_ack_and_envelope_checks_accept_what_is_sent():
         assert _ack_ok({k: v for k, v in _SAMPLE_ACK.items() if k != key})
     assert not _ack_ok({k: v for k, v in _SAMPLE_ACK.items()
                         if k not in ("acked", "resend", "rebase")})  # says nothing
+
+
+# -- the door's documents: hand-written checkers first, jsonschema only to refuse -----------
+_SAMPLE_COMMAND = {"v": 1, "id": "abcdefgh12", "type": "release", "site": "s1", "door": "d1",
+                   "issued_at": "2026-11-27T07:00:00.000Z",
+                   "expires_at": "2026-11-27T07:01:00+01:00", "operator": "Claire",
+                   "seconds": 5}
+_SAMPLE_RULES = {"v": 1, "kind": "delta", "site": "s1", "version": 3, "base_version": 2,
+                 "issued_at": "2026-11-27T07:00:00Z", "stored_seq": {"d1": 4},
+                 "pending": {"d1": [5, 6]}, "members": [], "credentials": [],
+                 "removed_members": [], "removed_credentials": [],
+                 "schedule": {"timezone": "Europe/Paris", "opens": "09:00", "closes": "18:00",
+                              "days": ["mon", "tue"], "closures": ["2026-12-25"]}}
+_DOC_VALUES = st.one_of(
+    _ODD_VALUES, st.sampled_from(["snapshot", "delta", "release", "request_snapshot",
+                                  "2026-11-27T07:00:00Z", "2026-13-01T00:00:00Z", "09:00",
+                                  "24:00", "a" * 32, "abcdefgh12", "", "x\n"]),
+    st.lists(st.one_of(st.integers(-1, 3), st.sampled_from(["mon", "mon", "xyz"])),
+             max_size=3),
+    st.dictionaries(st.sampled_from(["d1", "after", "journal", "timezone", "opens", "closes",
+                                     "days", "closures"]),
+                    st.one_of(st.integers(-1, 3), st.lists(st.integers(-1, 3), max_size=2),
+                              st.sampled_from(["b" * 32, "09:00", "UTC"])), max_size=5))
+
+
+@pytest.mark.parametrize(("name", "sample"), [("command", _SAMPLE_COMMAND),
+                                              ("rules", _SAMPLE_RULES)])
+@given(data=st.data())
+def test_fast_command_and_rules_checks_are_never_more_lenient_than_the_schema(name, sample,
+                                                                              data):
+    from accessd.protocol.codec import _FAST
+
+    changes = data.draw(st.dictionaries(st.sampled_from([*sample, "extra"]), _DOC_VALUES,
+                                        max_size=4))
+    dropped = data.draw(st.sets(st.sampled_from(list(sample)), max_size=3))
+    _never_more_lenient(_FAST[name], name, sample, changes, dropped)
+
+
+@pytest.mark.parametrize("schedule_change", [
+    {}, {"days": ["mon", "mon"]}, {"opens": "9:00"}, {"closures": ["2026-1-1"]},
+    {"timezone": 3}, {"extra": 1}])
+def test_fast_rules_check_on_schedules(schedule_change):
+    from accessd.protocol.codec import _rules_ok
+
+    doc = {**_SAMPLE_RULES, "schedule": {**_SAMPLE_RULES["schedule"], **schedule_change}}
+    if _rules_ok(doc):
+        assert not list(strict_validator(schema("rules")).iter_errors(doc)), doc
+    assert _rules_ok(doc) == (schedule_change == {})
+
+
+STEADY_STATE = """
+import sys
+from accessd.protocol.codec import validate
+from accessd.protocol.commands import make_command
+from accessd.protocol.delivery import make_ack
+from accessd.protocol.rules import make_delta, make_snapshot
+from accessd.protocol.signing import OfficeKey
+key = OfficeKey.generate()
+schedule = {"timezone": "Europe/Paris", "opens": "09:00", "closes": "18:00",
+            "days": ["mon"], "closures": ["2026-12-25"]}
+member = {"id": "m1", "name": "Ana", "plan": "subscriber", "status": "active"}
+card = {"hash": "ab" * 32, "member_id": "m1", "status": "active"}
+for env in (make_snapshot(key, site="s1", version=2, members=[member], credentials=[card],
+                          schedule=schedule, stored_seq={"d1": 3}, pending={"d1": [4]}),
+            make_delta(key, site="s1", version=3, base_version=2, members=[member],
+                       removed_credentials=["cd" * 32]),
+            make_ack(key, site="s1", door="d1", journal="a" * 32, acked=9),
+            make_command(key, type="release", site="s1", door="d1", operator="o", seconds=5)):
+    validate("signed", env)
+print("jsonschema" in sys.modules)
+try:
+    validate("ack", {"v": 2, "site": "s1", "door": "d1", "journal": "a" * 32, "acked": -1})
+except Exception as exc:
+    print(exc)
+print("jsonschema" in sys.modules)
+"""
+
+
+def test_a_door_receiving_valid_documents_never_imports_jsonschema():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", STEADY_STATE], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.splitlines()
+    assert out == ["False", "invalid: ack: acked: -1 is less than the minimum of 0", "True"]

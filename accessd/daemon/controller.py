@@ -2,12 +2,16 @@
 
 Everything that reaches the door (card reads, the exit button, the door contact, manual and
 remote releases) goes through here, one at a time under a lock, so the decision, the relay and
-the journal see one consistent order. The lock is released *before* the journal commit so the
-member never waits on the SD card; the commit follows at once in the same call.
+the journal see one consistent order. Under that lock a tap only decides, drives the relay and
+hands its events to the journal's writer (accessd/store/writer.py), which commits them in
+groups from its own thread: neither this member nor the next one ever waits for the SD card.
+The listeners (the uplink, the status's counters and last decision) hear of an entry only once
+it is durable, in sequence order, from the writer's thread.
 
 If the journal cannot be written (disk full, read-only), the door keeps deciding from the
-cache: events wait in a bounded memory buffer, an alarm is raised, and recording resumes with
-the buffered events, in order, as soon as the disk accepts writes again.
+cache: the writer holds the events in order in a bounded memory buffer, an alarm is raised, and
+recording resumes with the held events, in order, as soon as the disk accepts writes again.
+What is still held when the daemon stops is spooled to a file for the next start.
 
 The door never stops deciding. A stored value that means nothing (a published schedule with
 an unknown zone, a member row with an unknown plan or an impossible date) is reported once
@@ -19,12 +23,9 @@ output and the traceback in the log once; the lock is not released.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -38,18 +39,19 @@ from accessd.credentials import CredentialHasher, short
 from accessd.daemon.ruleview import RuleView
 from accessd.decision import GRANT_REASONS, Decision, Plan, Reason, decide
 from accessd.door.mode import RELEASED, DoorMode, Hold, Mode, ModeState
-from accessd.errors import CorruptRecord, JournalFullError, StoreError
-from accessd.events import Event, EventType, JournalEntry, event_to_dict, format_ts, utcnow
+from accessd.errors import CorruptRecord
+from accessd.events import Event, EventType, JournalEntry, utcnow
 from accessd.guard import UnknownCardGuard
 from accessd.readers.base import CardRead, ReaderStatus
 from accessd.schedule import Schedule
+from accessd.store import spool
 from accessd.store.cards import CardStore
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
+from accessd.store.writer import CLOSE_S, JournalWriter
 
 log = logging.getLogger(__name__)
 
-PENDING_LIMIT = 100_000  # events kept in memory while the journal cannot be written
 ERROR_ALARM_S = 60.0  # the internal_error alarm stays on this long after the last failure
 
 
@@ -105,9 +107,14 @@ class Capture:
 
 @dataclass
 class Counters:
+    """`granted` and `denied` count decisions whose entry is journalled (durable), as the
+    status shows them; `decided` counts decisions taken, journalled or not (the n-th decision
+    is the n-th access entry journalled); `internal_errors` counts failures while handling a
+    card, at once."""
+
     granted: int = 0
     denied: int = 0
-    journal_errors: int = 0
+    decided: int = 0
     internal_errors: int = 0
 
 
@@ -133,7 +140,7 @@ class DoorController:
         unlock: UnlockConfig | None = None,
     ) -> None:
         self.site, self.door = site, door
-        self.rules, self.journal, self.hasher, self.clock = rules, journal, hasher, clock
+        self.rules, self.hasher, self.clock = rules, hasher, clock
         self.config_schedule = schedule
         self.lock_port, self.release_s = lock, release_s
         self.door_monitor, self.feedback = door_monitor, feedback
@@ -141,14 +148,13 @@ class DoorController:
         self._guard_factory = guard_factory
         self._guards: dict[str, UnknownCardGuard] = {}
         self._mutex = threading.RLock()
-        self._pending: deque[Event] = deque()
-        self._journal_down_since: datetime | None = None
         self._captures: list[Capture] = []
         self.readers: dict[str, ReaderStatus] = {}
         self.counters = Counters()
         self.listeners: list[Callable[[JournalEntry], None]] = []
         self.last_trusted: datetime | None = journal.latest_trusted_ts()
-        self.last_decision: dict[str, Any] | None = None
+        self.last_decision: dict[str, Any] | None = None  # the last one journalled
+        self.writer = JournalWriter(journal, on_durable=self._durable, wallclock=wallclock)
         self.view = RuleView(rules, schedule, self._rule_problem)
         self._tracebacks: set[tuple[str, str]] = set()  # errors whose traceback was logged
         self._error_at: float | None = None  # monotonic instant of the last internal error
@@ -212,13 +218,7 @@ class DoorController:
             credential=short(credential) if credential else None,
             clock_trusted=trusted, detail=detail,
         )
-        if decision.granted:
-            self.counters.granted += 1
-        else:
-            self.counters.denied += 1
-        self.last_decision = {"ts": now, "reader": read.reader, "result": access.result,
-                              "reason": access.reason, "plan": access.plan,
-                              "member_name": decision.member_name}
+        self.counters.decided += 1
         self.record(access, *extra)
         if card is not None:
             self.cards.settle(card)
@@ -478,59 +478,58 @@ class DoorController:
             return state
 
     # -- the journal ----------------------------------------------------------------------
-    def record(self, *events: Event) -> None:
-        """Journal events durably, or hold them in order until the journal is writable."""
-        with self._mutex:
-            if len(self._pending) + len(events) > PENDING_LIMIT:
-                log.error("journal unavailable and %d events waiting: dropping the oldest",
-                          len(self._pending))
-            self._pending.extend(events)
-            while len(self._pending) > PENDING_LIMIT:
-                self._pending.popleft()
-            self.flush()
+    @property
+    def journal(self) -> Journal:
+        """The journal the writer commits to (and status reads)."""
+        return self.writer.journal
 
-    def flush(self) -> bool:
-        """Try to write waiting events; True when nothing is left waiting."""
+    @journal.setter
+    def journal(self, journal: Journal) -> None:
+        self.writer.journal = journal  # taken by the next commit (tests: a failing disk)
+
+    def record(self, *events: Event) -> None:
+        """Hand events to the journal's writer, in order, as one group: memory only, the
+        commit follows from the writer's thread (held in order while the journal cannot be
+        written)."""
         with self._mutex:
-            if not self._pending:
-                return True
-            batch = list(self._pending)
-            if self._journal_down_since is not None:
-                batch.insert(0, Event(
-                    type=EventType.JOURNAL_UNAVAILABLE, ts=self.wallclock(),
-                    reason="write_failed",
-                    detail={"down_since": format_ts(self._journal_down_since),
-                            "events_held": len(self._pending)}))
-            try:
-                entries = self.journal.append_many(batch)
-            except Exception as exc:  # whatever it is, the events wait in memory
-                self.counters.journal_errors += 1
-                if self._journal_down_since is None:
-                    self._journal_down_since = self.wallclock()
-                    if isinstance(exc, (JournalFullError, StoreError)):
-                        log.warning("journal unavailable, holding events in memory: %s", exc)
-                    else:
-                        self._log_traceback_once(exc, "journal write failed; holding events "
-                                                      "in memory")
-                return False
-            self._pending.clear()
-            if self._journal_down_since is not None:
-                log.warning("journal writable again; %d held events recorded", len(batch) - 1)
-                self._journal_down_since = None
-            for entry in entries:
-                for listener in self.listeners:
-                    try:
-                        listener(entry)
-                    except Exception:
-                        log.exception("journal listener failed")
-            return True
+            self.writer.submit(list(events))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Have what waits written now and wait for it: True once everything recorded
+        before the call is durable; False when the journal refused it (held) or on timeout.
+        Not for the door's path: tests, and the daemon's start and stop."""
+        return self.writer.flush(timeout)
+
+    def close(self, timeout: float = CLOSE_S) -> bool:
+        """Stop the writer after it wrote what it holds (one last try if the journal is
+        down); True when nothing is left held. `spool` saves what is."""
+        return self.writer.close(timeout)
+
+    def _durable(self, entries: list[JournalEntry]) -> None:
+        """From the writer's thread, once `entries` are committed: the status's counters and
+        last decision, then the listeners, in sequence order."""
+        for entry in entries:
+            e = entry.event
+            if e.type in (EventType.ACCESS_GRANTED, EventType.ACCESS_DENIED):
+                if e.type is EventType.ACCESS_GRANTED:
+                    self.counters.granted += 1
+                else:
+                    self.counters.denied += 1
+                self.last_decision = {"ts": e.ts, "reader": e.reader, "result": e.result,
+                                      "reason": e.reason, "plan": e.plan,
+                                      "member_name": e.member_name, "seq": entry.seq}
+            for listener in self.listeners:
+                try:
+                    listener(entry)
+                except Exception:
+                    log.exception("journal listener failed")
 
     def alarms(self) -> list[str]:
         """What the site should be alerted to now (buzzer/LED, status)."""
         mono = self.monotonic()
         active = [f"reader_lockout:{name}" for name, g in self._guards.items()
                   if g.locked_out(mono)]
-        if self._journal_down_since is not None:
+        if not self.writer.healthy:
             active.append("journal_unavailable")
         if self._error_at is not None and mono - self._error_at < ERROR_ALARM_S:
             active.append("internal_error")
@@ -544,57 +543,31 @@ class DoorController:
         with self._mutex:
             self.record(*(convert(e) for e in handler(at)))
 
-    def spool(self, folders: list[Path]) -> Path | None:
-        """Save events the journal refused to a JSON-lines file, for the next start to import.
-
-        Called at stop: the first folder that accepts the file wins (the storage folder, else
-        the runtime folder in RAM). Returns the file, or None when nothing was waiting.
-        """
-        with self._mutex:
-            if not self._pending:
-                return None
-            lines = "".join(json.dumps(event_to_dict(e), sort_keys=True) + "\n"
-                            for e in self._pending)
-            for folder in folders:
-                path = folder / f"spool-{time.time_ns()}.jsonl"
-                try:
-                    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-                    tmp = path.with_suffix(".tmp")
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                                 0o600)
-                    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                        os.fchmod(fd, 0o600)  # personal data: not what the umask leaves
-                        fh.write(lines)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    tmp.rename(path)
-                except OSError as exc:
-                    log.warning("cannot spool held events to %s: %s", folder, exc)
-                    continue
-                log.error("journal unavailable at stop: %d held events spooled to %s, to be "
-                          "journalled at the next start", len(self._pending), path)
-                self._pending.clear()
-                return path
-            log.error("journal unavailable at stop: %d held events LOST (no folder accepted "
-                      "a spool file)", len(self._pending))
-            return None
+    def spool(self, folders: list[Path], timeout: float = CLOSE_S) -> Path | None:
+        """At stop: end the writer (`close`: it writes what it can), then save the events the
+        journal refused to a spool file for the next start (accessd/store/spool.py). Returns
+        the file, or None when nothing was left or no folder accepted it (logged at ERROR)."""
+        self.close(timeout)
+        return spool.save(self.writer.take_held(), folders)
 
     def journal_state(self) -> dict[str, Any]:
-        """The journal's numbers and health, read consistently with the taps (for status)."""
-        with self._mutex:
-            j = self.journal
-            return {"last_seq": j.last_seq, "acked_seq": j.acked_seq, "depth": j.depth(),
-                    "writable": self.journal_ok, "held_in_memory": self.pending_events}
+        """The journal's numbers (durable entries, read in one transaction) and health: for
+        status, never waiting for the door's lock. `held_in_memory`: events recorded and not
+        yet durable (the next group commit's, or all of them while the journal refuses
+        writes)."""
+        return {**self.journal.state(), "writable": self.journal_ok,
+                "held_in_memory": self.pending_events}
 
     @property
     def journal_ok(self) -> bool:
-        return self._journal_down_since is None
+        return self.writer.healthy
 
     @property
     def pending_events(self) -> int:
-        return len(self._pending)
+        return self.writer.held
 
     @property
     def capturing(self) -> bool:
         """Whether an `accessd enroll --present` is waiting for the next card."""
         return bool(self._captures)
+

@@ -23,7 +23,6 @@ from typing import Any
 
 from accessd import __version__
 from accessd.cards.gate import CardGate
-from accessd.cards.host import refuse_enrolled, secure_cards
 from accessd.clock import ClockTrust
 from accessd.config import Config, DoorSpec
 from accessd.credentials import CredentialHasher, check_secrets, load_or_create_site_secret
@@ -34,12 +33,15 @@ from accessd.daemon.storagelock import StorageLock
 from accessd.decision import Plan, Proof
 from accessd.door.mode import Hold
 from accessd.errors import AccessdError
-from accessd.events import Event, EventType, event_from_dict, format_ts
+from accessd.events import Event, EventType, format_ts
 from accessd.guard import UnknownCardGuard
 from accessd.schedule import Schedule
+from accessd.store import spool
 from accessd.store.cards import CardStore
+from accessd.store.db import limit_page_cache
 from accessd.store.journal import Journal
 from accessd.store.rules import RuleCache
+from accessd.store.writer import CLOSE_S
 from accessd.words import alarm_words
 
 log = logging.getLogger("accessd")
@@ -140,12 +142,17 @@ class Daemon:
         hasher = CredentialHasher(key)
         clock = ClockTrust(cfg.clock.trust, cfg.clock.not_before)
         sec = cfg.security
-        self.secure = secure_cards(cfg, follow=True) if cfg.cards.enabled else None
+        self.secure = None
+        if cfg.cards.enabled:  # the authenticated cards' modules only where they are used
+            from accessd.cards.host import secure_cards
+
+            self.secure = secure_cards(cfg, follow=True)
         required = frozenset(Plan(p) for p in cfg.cards.required_plans)
         for unit in self.doors:
             spec = unit.spec
             rules = RuleCache(cfg.storage.rules_db)
             journal = Journal(spec.journal_file, cfg.site.id, spec.id)
+            spool.import_spools(journal, self.spool_folders(unit), clock.trusted)  # first
             unit.monitor = unit.hardware.new_state_machine()
             unit.controller = c = DoorController(
                 site=cfg.site.id, door=spec.id, rules=rules, journal=journal, hasher=hasher,
@@ -163,13 +170,13 @@ class Daemon:
             inputs.on_door_opened = lambda at, u=unit: self._door(u, u.monitor.door_opened, at)
             inputs.on_door_closed = lambda at, u=unit: self._door(u, u.monitor.door_closed, at)
             inputs.on_exit_request = lambda at, c=c: c.on_exit_request()
-            self._import_spools(unit)
             c.record(c.event(EventType.DAEMON_STARTED, detail={
                 "version": __version__, "lock": spec.lock.type,
                 "readers": [r.name for r in spec.readers]}))
             if self._stored_hold(unit) is Hold.LOCKED:  # a lock-down outlives a restart
                 c.set_hold(Hold.LOCKED, "restored at start")
             c.tick_mode()
+            c.flush()  # ready once daemon.started is durable, as before the writer thread
         self.controller = self.doors[0].controller
         self.door_monitor = self.doors[0].monitor
         self._check_orphan_journal()
@@ -235,26 +242,6 @@ class Daemon:
         if runtime:
             folders.append(Path(runtime.split(":")[0]) / "spool" / sub)
         return folders
-
-    def _import_spools(self, unit: DoorUnit) -> None:
-        """Journal events a previous run could only spool, oldest file first, then delete."""
-        c = unit.controller
-        assert c is not None
-        files = sorted((p for d in self.spool_folders(unit) if d.is_dir()
-                        for p in d.glob("spool-*.jsonl")), key=lambda p: p.name)
-        for path in files:
-            try:
-                events = [event_from_dict(json.loads(line))
-                          for line in path.read_text(encoding="utf-8").splitlines() if line]
-            except (OSError, ValueError, TypeError) as exc:
-                log.error("cannot read spooled events %s (kept for inspection): %s", path, exc)
-                continue
-            c.record(c.event(EventType.JOURNAL_UNAVAILABLE, reason="spooled_at_stop",
-                             detail={"spool": path.name, "events": len(events)}), *events)
-            if c.flush():
-                path.unlink()
-                log.warning("journalled %d events spooled by the previous run (%s)",
-                            len(events), path.name)
 
     def _start_uplinks(self) -> None:
         try:
@@ -388,6 +375,8 @@ class Daemon:
 
     def _control_card(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """Issue, re-key or wipe the next card on an NFC reader (accessd card ...)."""
+        from accessd.cards.host import refuse_enrolled
+
         assert self.controller is not None
         name = req.get("reader")
         readers = [r for r in self.readers if getattr(r, "secure", None) is not None
@@ -479,7 +468,6 @@ class Daemon:
         assert c is not None
         c.tick_mode()
         c.door_input(unit.monitor.tick, mono, lambda e: self._door_event(unit, e))
-        c.flush()
         alarms = c.alarms()
         if bool(alarms) != bool(unit.active):
             unit.hardware.feedback.alarm(bool(alarms))
@@ -524,7 +512,13 @@ class Daemon:
                 if unit.controller is not None:
                     unit.hardware.relay.lock()
                     unit.controller.record(unit.controller.event(EventType.DAEMON_STOPPED))
-                    unit.controller.spool(self.spool_folders(unit))
+            # each door's writer drains (daemon.stopped is its last entry), all within one
+            # bound; what a journal refused goes to that door's spool file
+            deadline = time.monotonic() + CLOSE_S
+            for unit in self.doors:
+                if unit.controller is not None:
+                    unit.controller.spool(self.spool_folders(unit),
+                                          timeout=max(0.0, deadline - time.monotonic()))
             for unit in self.doors:
                 if unit.uplink is not None:
                     unit.uplink.stop()
@@ -532,6 +526,7 @@ class Daemon:
             self._close_hardware()
             for unit in self.doors:
                 if unit.controller is not None:
+                    unit.controller.close(0)  # no-op after a clean stop; else ends the writer
                     unit.controller.rules.close()
                     unit.controller.journal.close()
 
@@ -574,6 +569,7 @@ def run(cfg: Config) -> int:
     setup_logging(cfg.log_level, cfg.site.tz)
     check_startup(cfg)  # before anything is touched: a loose secret is a one-line error
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    limit_page_cache()  # SQLite's page caches small: the Pi's memory (accessd/store/db.py)
     # one daemon per storage folder: locked before the relay, the socket or the broker
     with StorageLock(cfg.storage.dir):
         daemon = Daemon(cfg)

@@ -8,6 +8,12 @@ A rule document carries up to hundreds of thousands of rows: jsonschema would ta
 over 200,000 of them (a recursive descent per value), so the rows of its arrays are checked
 by small checkers compiled from the same schema file (`_Rows`), every row, every field, and
 jsonschema checks the rest of the document. Both agree (tests/test_protocol_codec.py).
+
+The documents a door checks while it runs (acknowledgements, signed envelopes, rule documents
+and commands; events at the office) first meet small hand-written checkers that may be
+stricter than the schema, never more lenient; whatever they refuse goes on to jsonschema, which
+decides and words the error. jsonschema is imported only then: a door that only ever receives
+valid documents never loads it (~3 MiB of its memory, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,11 +21,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import Any
-
-from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 
 from accessd.errors import ProtocolError
 
@@ -88,28 +93,37 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _const(_v: Any, const: Any, instance: Any, _s: Any) -> Any:
-    if not _same(instance, const):
-        yield ValidationError(f"{const!r} was expected")
+@cache
+def _strict_class() -> Any:
+    """jsonschema's Draft 2020-12 validator with strict integers, const and enum.
 
+    JSON Schema's "integer" accepts 6.0 and its const/enum take 1.0 for 1: on the wire an
+    integer is an integer (a float sequence number or rule version wedged doors), so every
+    schema is checked with these stricter meanings; booleans were never numbers. Built on
+    first use: importing jsonschema costs a door ~3 MiB it does not need while documents
+    pass the hand-written checkers.
+    """
+    from jsonschema import Draft202012Validator, ValidationError, validators
 
-def _enum(_v: Any, enums: Any, instance: Any, _s: Any) -> Any:
-    if not any(_same(instance, e) for e in enums):
-        yield ValidationError(f"{instance!r} is not one of {enums!r}")
+    def const(_v: Any, const: Any, instance: Any, _s: Any) -> Any:
+        if not _same(instance, const):
+            yield ValidationError(f"{const!r} was expected")
 
+    def enum(_v: Any, enums: Any, instance: Any, _s: Any) -> Any:
+        if not any(_same(instance, e) for e in enums):
+            yield ValidationError(f"{instance!r} is not one of {enums!r}")
 
-# JSON Schema's "integer" accepts 6.0 and its const/enum take 1.0 for 1: on the wire an
-# integer is an integer (a float sequence number or rule version wedged doors), so every
-# schema is checked with these stricter meanings; booleans were never numbers.
-StrictValidator = validators.extend(
-    Draft202012Validator, validators={"const": _const, "enum": _enum},
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _c, v: type(v) is int))
+    return validators.extend(
+        Draft202012Validator, validators={"const": const, "enum": enum},
+        type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
+            "integer", lambda _c, v: type(v) is int))
 
 
 def strict_validator(schema_doc: dict[str, Any]) -> Any:
-    """A jsonschema validator for `schema_doc` with strict integers (see StrictValidator)."""
-    return StrictValidator(schema_doc, format_checker=FormatChecker())
+    """A jsonschema validator for `schema_doc` with strict integers (see `_strict_class`)."""
+    from jsonschema import FormatChecker
+
+    return _strict_class()(schema_doc, format_checker=FormatChecker())
 
 
 @cache
@@ -174,6 +188,103 @@ def _signed_ok(d: Any) -> bool:
             and type(kid) is str and _KEY_ID(kid) is not None)
 
 
+_DATE_TIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$").search
+_COMMAND_KEYS = frozenset({"v", "id", "type", "site", "door", "issued_at", "expires_at",
+                           "operator", "seconds"})
+_COMMAND_REQUIRED = _COMMAND_KEYS - {"seconds"}
+_COMMAND_ID = re.compile(r"^[A-Za-z0-9_-]+$").search
+_RULES_KEYS = frozenset({"v", "kind", "site", "version", "base_version", "issued_at",
+                         "stored_seq", "pending", "members", "credentials", "removed_members",
+                         "removed_credentials", "schedule"})
+_RULES_REQUIRED = frozenset({"v", "kind", "site", "version", "issued_at"})
+_ROWS = ("members", "credentials", "removed_members", "removed_credentials")
+_SCHEDULE_KEYS = frozenset({"timezone", "opens", "closes", "days", "closures"})
+_HOUR = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$").search
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$").search
+_WEEKDAYS = frozenset({"mon", "tue", "wed", "thu", "fri", "sat", "sun"})
+
+
+def _int_at_least(v: Any, low: int) -> bool:
+    return type(v) is int and v >= low
+
+
+def _is(v: Any, version: int) -> bool:
+    return type(v) is int and v == version
+
+
+def _date_time(v: Any) -> bool:
+    """An RFC 3339 date-time with its offset (stricter than jsonschema's format check)."""
+    if type(v) is not str or _DATE_TIME(v) is None or v.endswith("\n"):
+        return False
+    try:
+        datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _command_ok(d: Any) -> bool:
+    """schemas/command.json by hand."""
+    if type(d) is not dict or not _COMMAND_REQUIRED <= d.keys() <= _COMMAND_KEYS:
+        return False
+    ident, operator = d["id"], d["operator"]
+    if not (_is(d["v"], 1)
+            and type(ident) is str and 8 <= len(ident) <= 64 and _COMMAND_ID(ident)
+            and d["type"] in ("release", "request_snapshot") and type(d["type"]) is str
+            and type(d["site"]) is str and type(d["door"]) is str
+            and _date_time(d["issued_at"]) and _date_time(d["expires_at"])
+            and type(operator) is str and 1 <= len(operator) <= 100):
+        return False
+    if "seconds" in d:
+        s = d["seconds"]
+        return type(s) in (int, float) and 3 <= s <= 600
+    return True
+
+
+def _schedule_ok(d: Any) -> bool:
+    if type(d) is not dict or d.keys() != _SCHEDULE_KEYS:
+        return False
+    days, closures = d["days"], d["closures"]
+    return (type(d["timezone"]) is str
+            and type(d["opens"]) is str and _HOUR(d["opens"]) is not None
+            and type(d["closes"]) is str and _HOUR(d["closes"]) is not None
+            and type(days) is list and all(type(x) is str and x in _WEEKDAYS for x in days)
+            and len(set(days)) == len(days)
+            and type(closures) is list
+            and all(type(x) is str and _DAY(x) is not None for x in closures))
+
+
+def _rules_ok(d: Any) -> bool:
+    """schemas/rules.json by hand, once the compiled checkers have passed its rows (their
+    arrays are empty here)."""
+    if type(d) is not dict or not _RULES_REQUIRED <= d.keys() <= _RULES_KEYS:
+        return False
+    kind = d["kind"]
+    if not (_is(d["v"], 1)
+            and kind in ("snapshot", "delta") and type(kind) is str
+            and type(d["site"]) is str and _ID(d["site"])
+            and _int_at_least(d["version"], 1) and _date_time(d["issued_at"])
+            and all(d.get(k, []) == [] for k in _ROWS)):
+        return False
+    if "base_version" in d and not _int_at_least(d["base_version"], 0):
+        return False
+    if kind == "snapshot" and not ({"members", "credentials"} <= d.keys()
+                                   and not d.keys() & {"removed_members",
+                                                       "removed_credentials"}):
+        return False
+    if kind == "delta" and "base_version" not in d:
+        return False
+    stored, pending = d.get("stored_seq", {}), d.get("pending", {})
+    if not (type(stored) is dict and all(_int_at_least(v, 0) for v in stored.values())):
+        return False
+    if not (type(pending) is dict and all(
+            type(v) is list and all(_int_at_least(x, 1) for x in v)
+            for v in pending.values())):
+        return False
+    return "schedule" not in d or _schedule_ok(d["schedule"])
+
+
 _SIGNED_EVENTS_KEYS = frozenset({"v", "events", "sig", "key_id"})
 EVENTS_VERSION = 3
 
@@ -227,14 +338,12 @@ def _ack_ok(d: Any) -> bool:
 event_ok = _event_ok  # public for the collector's hot path (accessd.protocol.delivery)
 
 _FAST: dict[str, Callable[[Any], bool]] = {"event": _event_ok, "signed": _signed_ok,
-                                           "signed_events": _signed_events_ok, "ack": _ack_ok}
+                                           "signed_events": _signed_events_ok, "ack": _ack_ok,
+                                           "command": _command_ok, "rules": _rules_ok}
 
 
 def validate(name: str, doc: Any) -> None:
     """Check `doc` against schemas/<name>.json; the error names the first faulty field."""
-    fast = _FAST.get(name)
-    if fast is not None and fast(doc):
-        return
     rows = _row_arrays(name)
     if rows and isinstance(doc, dict):
         arrays = {k: doc[k] for k in rows if isinstance(doc.get(k), list)}
@@ -242,6 +351,9 @@ def validate(name: str, doc: Any) -> None:
             for key, items in arrays.items():
                 rows[key].check(items, name, key)
             doc = {**doc, **{key: [] for key in arrays}}
+    fast = _FAST.get(name)
+    if fast is not None and fast(doc):
+        return
     _jsonschema(name, doc)
 
 

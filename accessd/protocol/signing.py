@@ -5,6 +5,11 @@ A door holds the office's public keys and its own private key only, so a stolen 
 forge rules, commands or another door's events. Several public keys may be trusted at once
 (one per line in a key file) so that a key can be rolled without a flag day; `key_id` says
 which one signed.
+
+A door loads its key at every start and signs and verifies all day long: none of that needs
+`cryptography.hazmat.primitives.serialization` (~0.8 MiB of a door's memory), which is
+imported only to write a key, or to read one in another form than the PKCS#8 PEM this module
+writes (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from pathlib import Path
 from typing import Any, Self
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -37,7 +41,29 @@ def canonical(payload: Any) -> bytes:
 
 def raw_public_bytes(public: Ed25519PublicKey) -> bytes:
     """The 32 bytes of a public key."""
-    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return public.public_bytes_raw()
+
+
+# RFC 8410: an Ed25519 private key in PKCS#8 is this DER prefix and the 32-byte seed
+_PKCS8_ED25519 = bytes.fromhex("302e020100300506032b657004220420")
+_PEM_PRIVATE = ("-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----")
+
+
+def _load_private(data: bytes) -> Any:
+    """The private key in a PEM file: the exact form `private_pem` writes is read here,
+    anything else by cryptography's loader."""
+    text = data.decode("ascii", errors="replace").strip()
+    head, tail = _PEM_PRIVATE
+    if text.startswith(head) and text.endswith(tail):
+        try:
+            der = base64.b64decode("".join(text[len(head):-len(tail)].split()), validate=True)
+        except binascii.Error:
+            der = b""
+        if len(der) == 48 and der.startswith(_PKCS8_ED25519):
+            return Ed25519PrivateKey.from_private_bytes(der[16:])
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(data, password=None)
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -95,7 +121,7 @@ class SigningKey:
 
         try:
             check_secret_permissions(path)
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            key = _load_private(path.read_bytes())
         except FileNotFoundError:
             raise ConfigError(f"{path}: private key not found") from None
         except (ValueError, TypeError) as exc:
@@ -105,6 +131,8 @@ class SigningKey:
         return cls(key)
 
     def private_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
         return self._private.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption())
@@ -177,6 +205,8 @@ class PublicKeys:
             raise ConfigError(f"{path}: cannot read the office public key: {exc}") from None
         keys: list[Ed25519PublicKey] = []
         if "BEGIN PUBLIC KEY" in text:
+            from cryptography.hazmat.primitives import serialization
+
             key = serialization.load_pem_public_key(text.encode("ascii"))
             if isinstance(key, Ed25519PublicKey):
                 keys.append(key)

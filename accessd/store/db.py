@@ -4,6 +4,12 @@ WAL with `synchronous=FULL`: a commit returns only once it is on the medium, a r
 blocks the writer (the CLI enrols while the daemon decides), and a torn write at power loss is
 rolled back at the next open instead of corrupting the file.
 
+The door keeps each connection's page cache small (`limit_page_cache`, called by `accessd
+run`): a Pi has little memory, the operating system's page cache holds the file's pages
+anyway, and a lookup touches a few pages of a B-tree whose upper levels stay cached. A
+`Database` is the plain `sqlite3` connection and the little the stores need of it: the door
+imports no wrapper library for it.
+
 Database files hold personal data and card hashes: they are created with mode 0600 whatever
 the umask (SQLite gives the -wal and -shm files the database file's mode), and a file an
 older version left readable by others is tightened at the next open.
@@ -17,13 +23,35 @@ import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-
-import sqlite_utils
+from typing import Any
 
 from accessd.errors import StoreError
 
 DB_MODE = 0o600  # rules, journal, office store: the service user only
 DIR_MODE = 0o750
+DOOR_CACHE_KIB = 256  # the daemon's connections (`limit_page_cache`); SQLite's default: 2000
+_cache_kib: int | None = None  # None: SQLite's default
+
+
+def limit_page_cache(kib: int | None = DOOR_CACHE_KIB) -> None:
+    """Connections opened from now on in this process keep at most `kib` KiB of pages
+    (None: SQLite's default). For the daemon, whose memory is the Pi's; a process that
+    writes a whole rule snapshot in one transaction (the apply child) keeps the default."""
+    global _cache_kib
+    _cache_kib = kib
+
+
+class Database:
+    """One SQLite connection (`conn`), as the stores use it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def prepare_file(path: Path, mode: int = DB_MODE) -> None:
@@ -47,7 +75,7 @@ def prepare_file(path: Path, mode: int = DB_MODE) -> None:
         os.close(fd)
 
 
-def connect(path: Path | str, *, readonly: bool = False) -> sqlite_utils.Database:
+def connect(path: Path | str, *, readonly: bool = False) -> Database:
     if str(path) != ":memory:" and not readonly:
         try:
             prepare_file(Path(path))
@@ -65,12 +93,14 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite_utils.Databas
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
+        if _cache_kib is not None:
+            conn.execute(f"PRAGMA cache_size=-{int(_cache_kib)}")
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot open database: {exc}") from exc
-    return sqlite_utils.Database(conn)
+    return Database(conn)
 
 
-def integrity_ok(db: sqlite_utils.Database) -> bool:
+def integrity_ok(db: Database) -> bool:
     return db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 

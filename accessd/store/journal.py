@@ -11,6 +11,10 @@ office has *stored* them; unacknowledged entries are the outbox. The journal has
 (`journal_id`, random, made with it) that its events carry, so that the office can tell a
 new journal (an SD card replaced) from the one it knows, and have it renumbered (`rebase`).
 
+One `Journal` may be shared between threads (the door's writer thread commits while the
+control socket reads the status): each method holds the journal's lock, so a reader never sees
+a transaction half done through the same connection.
+
 A value in `meta` that is not a whole number (a hand edit, a bug of an older version) never
 stops the door: it is read as the number it means, or recomputed from the rows, and
 rewritten when the journal is opened for writing, with a WARNING.
@@ -19,20 +23,30 @@ rewritten when the journal is opened for writing, with a WARNING.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import math
 import re
 import sqlite3
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from accessd.errors import JournalFullError, StoreError
-from accessd.events import Event, JournalEntry, event_type, format_ts, parse_ts, utcnow
+from accessd.events import (
+    Event,
+    EventType,
+    JournalEntry,
+    event_type,
+    format_ts,
+    parse_ts,
+    utcnow,
+)
 from accessd.store.db import connect, transaction
 
 SCHEMA = """
@@ -63,6 +77,17 @@ _COLUMNS = ("seq, id, ts, site, door, reader, type, member_id, member_name, plan
 _DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES}
 _JOURNAL_ID = re.compile(r"[0-9a-f]{32}")
 log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a method of `Journal` under the journal's lock."""
+    @functools.wraps(method)
+    def locked(*args: _P.args, **kw: _P.kwargs) -> _R:
+        with args[0]._lock:  # type: ignore[attr-defined]
+            return method(*args, **kw)
+    return locked
 
 
 def stored_int(value: Any) -> int | None:
@@ -120,6 +145,7 @@ class Journal:
     def __init__(self, path: Path | str, site: str, door: str, *,
                  readonly: bool = False) -> None:
         self.path, self.site, self.door = path, site, door
+        self._lock = threading.RLock()
         self.db = connect(path, readonly=readonly)
         self.conn = self.db.conn
         self._warned: set[str] = set()
@@ -127,6 +153,7 @@ class Journal:
             self.conn.executescript(SCHEMA)
             self.repair_meta()
 
+    @_locked
     def close(self) -> None:
         self.conn.close()
 
@@ -135,6 +162,7 @@ class Journal:
         """Commit one event durably and return it with its sequence number."""
         return self.append_many([event])[0]
 
+    @_locked
     def append_many(self, events: list[Event]) -> list[JournalEntry]:
         """Commit several events in one transaction (one fsync), in order."""
         try:
@@ -208,6 +236,7 @@ class Journal:
             fixes["journal_id"] = (jid, uuid.uuid4().hex)
         return fixes
 
+    @_locked
     def repair_meta(self) -> list[str]:
         """Rewrite what `meta` should say (at every writable open): the sequence numbers as
         whole numbers, never behind the rows, the acknowledged mark never past the last
@@ -231,20 +260,24 @@ class Journal:
 
     # -- the outbox ---------------------------------------------------------------------
     @property
+    @_locked
     def last_seq(self) -> int:
         return self._meta_int("last_seq")
 
     @property
+    @_locked
     def acked_seq(self) -> int:
         return self._meta_int("acked_seq")
 
     @property
+    @_locked
     def journal_id(self) -> str | None:
         """The journal's id, carried by its events (None only in a read-only journal that
         was never opened for writing)."""
         jid = self._meta_raw("journal_id")
         return jid if isinstance(jid, str) and _JOURNAL_ID.fullmatch(jid) else None
 
+    @_locked
     def acknowledge(self, seq: int) -> int:
         """The central office has stored everything up to `seq`; returns the new mark."""
         if type(seq) is not int or seq < 0:
@@ -256,6 +289,7 @@ class Journal:
                 self._set_meta(conn, "acked_seq", new)
         return new
 
+    @_locked
     def new_identity(self) -> str:
         """Take a new journal id: the office holds numbers this journal never issued (it was
         restored from an old copy), so what it says about the old id is not about us."""
@@ -264,6 +298,7 @@ class Journal:
             self._set_meta(conn, "journal_id", jid)
         return jid
 
+    @_locked
     def rebase(self, journal: str, after: int, new_journal: str) -> int | None:
         """On the office's signed instruction: number the unacknowledged entries after
         `after` (the numbers up to it belong to this door's previous journal) and take the id
@@ -286,16 +321,19 @@ class Journal:
             self._set_meta(conn, "journal_id", new_journal)
         return moved
 
+    @_locked
     def first_seq(self) -> int | None:
         """The oldest number still held (retention deletes a prefix), None if empty."""
         return self.conn.execute("SELECT min(seq) FROM events").fetchone()[0]
 
+    @_locked
     def entries(self, first: int, last: int, limit: int = 500) -> list[JournalEntry]:
         """Entries numbered first..last (acknowledged or not), oldest first."""
         rows = self.conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq BETWEEN ? AND ? "
                                  "ORDER BY seq LIMIT ?", (first, last, limit)).fetchall()
         return [_row_to_entry(r) for r in rows]
 
+    @_locked
     def pending(self, after: int | None = None, limit: int = 500) -> list[JournalEntry]:
         """Entries not yet acknowledged, oldest first, starting after `after`."""
         start = self.acked_seq if after is None else after
@@ -303,10 +341,12 @@ class Journal:
                                  "ORDER BY seq LIMIT ?", (start, limit)).fetchall()
         return [_row_to_entry(r) for r in rows]
 
+    @_locked
     def depth(self) -> int:
         return max(0, self.last_seq - self.acked_seq)
 
     # -- reading ------------------------------------------------------------------------
+    @_locked
     def query(self, f: LogFilter) -> list[JournalEntry]:
         where, args = [], []
         if f.member:
@@ -339,10 +379,40 @@ class Journal:
         rows = self.conn.execute(sql, [*args, f.limit]).fetchall()
         return [_row_to_entry(r) for r in reversed(rows)]
 
-    def iter_all(self) -> Iterator[JournalEntry]:
-        for row in self.conn.execute(f"SELECT {_COLUMNS} FROM events ORDER BY seq"):
-            yield _row_to_entry(row)
+    def iter_all(self, chunk: int = 1000) -> Iterator[JournalEntry]:
+        """Every entry, oldest first (read in chunks, the lock held for each)."""
+        after = -1
+        while True:
+            with self._lock:
+                rows = self.conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq > ? "
+                                         "ORDER BY seq LIMIT ?", (after, chunk)).fetchall()
+            yield from (_row_to_entry(r) for r in rows)
+            if len(rows) < chunk:
+                return
+            after = rows[-1][0]
 
+    @_locked
+    def state(self) -> dict[str, int]:
+        """`last_seq`, `acked_seq` and `depth` read together, in one read transaction."""
+        self.conn.execute("BEGIN")
+        try:
+            last, acked = self._meta_int("last_seq"), self._meta_int("acked_seq")
+        finally:
+            self.conn.execute("COMMIT")
+        return {"last_seq": last, "acked_seq": acked, "depth": max(0, last - acked)}
+
+    @_locked
+    def holds_spool(self, name: str) -> bool:
+        """Whether the journal already holds the events of spool file `name`: the import
+        journals them in one transaction with an `alarm.journal_unavailable` entry naming the
+        file (docs/journal.md), so a file whose deletion a power loss undid is recognised."""
+        row = self.conn.execute(
+            "SELECT 1 FROM events WHERE type = ? AND reason = 'spooled_at_stop' "
+            "AND json_extract(detail, '$.spool') = ? LIMIT 1",
+            (str(EventType.JOURNAL_UNAVAILABLE), name)).fetchone()
+        return row is not None
+
+    @_locked
     def latest_trusted_ts(self) -> datetime | None:
         """The newest instant known to have passed: stamped while the clock was trusted."""
         row = self.conn.execute("SELECT ts FROM events WHERE clock_trusted = 1 "
@@ -360,12 +430,13 @@ class Journal:
         ahead of its neighbours and the journal stays one contiguous run of numbers.
         """
         cutoff = format_ts((now or utcnow()) - timedelta(days=retention_days))
-        row = self.conn.execute("SELECT max(seq) FROM events WHERE ts < ? AND clock_trusted = 1",
-                                (cutoff,)).fetchone()
+        with self._lock:
+            row = self.conn.execute("SELECT max(seq) FROM events WHERE ts < ? AND "
+                                    "clock_trusted = 1", (cutoff,)).fetchone()
         upto = row[0] or 0
         total = 0
         while True:
-            with transaction(self.conn) as conn:
+            with self._lock, transaction(self.conn) as conn:
                 cur = conn.execute(
                     "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq <= ? "
                     "ORDER BY seq LIMIT ?)", (upto, batch))
